@@ -1,0 +1,15 @@
+"""Django app configuration."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class KeyrunesConfig(AppConfig):
+    name = "keyrunes_django"
+    verbose_name = "Keyrunes"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the system checks (keyrunes_django.E001...).
+        from keyrunes_django import checks  # noqa: F401

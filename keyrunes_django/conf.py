@@ -1,0 +1,160 @@
+"""The ``KEYRUNES`` settings dict, read lazily.
+
+Every attribute of :data:`keyrunes_settings` is looked up in ``settings.KEYRUNES``
+at the moment it is read, so ``override_settings(KEYRUNES=...)`` takes effect at
+once and nothing is computed at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+#: Every supported key with its default. Keep in step with the README's
+#: settings reference.
+DEFAULTS: dict[str, Any] = {
+    # Where Keyrunes lives and which tenant this service belongs to.
+    "BASE_URL": None,
+    "NAMESPACE": "public",
+    "ORGANIZATION_KEY": None,
+    "ORGANIZATION_SCOPE": None,
+    # Token verification.
+    "VERIFICATION_MODE": "auto",  # "auto" | "local" | "remote"
+    "JWT_SECRET": None,
+    "JWT_ISSUER": "keyrunes",
+    "JWT_LEEWAY": 10,
+    # HTTP behaviour.
+    "TIMEOUT": (3.05, 10.0),  # seconds: a number or (connect, read)
+    "RETRIES": 2,
+    "BACKOFF": 0.25,
+    "VERIFY_SSL": True,
+    # Caching and outage policy.
+    "CACHE_ALIAS": "default",
+    "CACHE_TTL": 300,
+    "NEGATIVE_CACHE_TTL": 30,
+    "LOCAL_CACHE_SIZE": 10_000,
+    "PERMISSION_CACHE_TTL": 60,
+    "STALE_IF_ERROR": 300,
+    "FAIL_OPEN": False,
+    # Admin API access for commands and sync.
+    "SERVICE_ACCOUNT": None,
+    # Session tokens.
+    "SESSION_REFRESH_MARGIN": 300,
+    # Mapping remote users and groups onto Django models.
+    "USER_MAPPER": "keyrunes_django.mapping.UserMapper",
+    "USER_ATTR_MAP": {"username": "username", "email": "email"},
+    "GROUP_MAP": {},
+    "MIRROR_GROUPS": True,
+    "MIRROR_GROUPS_EXCEPT": (),
+    "FLAGS_BY_GROUP": None,
+    "REQUIRE_GROUP": None,
+    "DENY_GROUP": None,
+    "ALWAYS_UPDATE_USER": True,
+    "LINK_EXISTING_USERS": False,
+    # Declared groups and policies (policy registry).
+    "GROUPS": (),
+    "POLICIES": (),
+    # Login throttling.
+    "LOGIN_THROTTLE_FAILURES": 5,
+    "LOGIN_THROTTLE_WINDOW": 300,
+}
+
+#: Keys whose value may be a dotted import path to a class or callable.
+IMPORT_STRINGS: frozenset[str] = frozenset({"USER_MAPPER"})
+
+#: Keys people bring from the SDK or older notes, with what to do instead.
+REMOVED_SETTINGS: dict[str, str] = {
+    "API_KEY": "Keyrunes reads no API key; use ORGANIZATION_KEY.",
+    "ADMIN_KEY": "Keyrunes has no admin key; configure SERVICE_ACCOUNT.",
+    "JWT_EXPIRATION": "The token lifetime is fixed by the server (1 hour).",
+    "JWT_ALGORITHM": "The algorithm is pinned to HS256 and cannot be changed.",
+    "ORG_KEY": "Renamed to ORGANIZATION_KEY.",
+}
+
+
+def _unknown_key_message(key: str) -> str:
+    if key in REMOVED_SETTINGS:
+        return f"KEYRUNES[{key!r}] is not supported: {REMOVED_SETTINGS[key]}"
+    return f"KEYRUNES[{key!r}] is not a known setting."
+
+
+class KeyrunesSettings:
+    """Attribute access to ``settings.KEYRUNES`` merged over :data:`DEFAULTS`."""
+
+    def __init__(self) -> None:
+        # Caches keyed on the identity of the user's dict, which
+        # override_settings replaces; they never outlive a settings change.
+        self._validated: int | None = None
+        self._imports: dict[tuple[str, str], Any] = {}
+
+    @property
+    def user_settings(self) -> Mapping[str, Any]:
+        from django.conf import settings
+
+        value = getattr(settings, "KEYRUNES", None)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ImproperlyConfigured("settings.KEYRUNES must be a dict.")
+        return value
+
+    def unknown_keys(self) -> list[str]:
+        return sorted(key for key in self.user_settings if key not in DEFAULTS)
+
+    def _validate(self, user: Mapping[str, Any]) -> None:
+        if self._validated == id(user):
+            return
+        unknown = sorted(key for key in user if key not in DEFAULTS)
+        if unknown:
+            raise ImproperlyConfigured(" ".join(_unknown_key_message(k) for k in unknown))
+        self._validated = id(user)
+
+    def raw(self, name: str) -> Any:
+        """The configured value without import-string resolution."""
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid Keyrunes setting: {name!r}")
+        user = self.user_settings
+        self._validate(user)
+        return user.get(name, DEFAULTS[name])
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = self.raw(name)
+        if name in IMPORT_STRINGS and isinstance(value, str):
+            return self._import(name, value)
+        return value
+
+    def _import(self, name: str, path: str) -> Any:
+        key = (name, path)
+        if key not in self._imports:
+            try:
+                self._imports[key] = import_string(path)
+            except ImportError as exc:
+                raise ImproperlyConfigured(
+                    f"KEYRUNES[{name!r}] = {path!r} could not be imported: {exc}"
+                ) from exc
+        return self._imports[key]
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """``TIMEOUT`` as a (connect, read) pair."""
+        value = self.raw("TIMEOUT")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return (float(value), float(value))
+        connect, read = value
+        return (float(connect), float(read))
+
+    @property
+    def verification_mode(self) -> str:
+        """``"local"`` or ``"remote"``; ``"auto"`` picks local when a secret is set."""
+        mode = str(self.raw("VERIFICATION_MODE"))
+        if mode == "auto":
+            return "local" if self.raw("JWT_SECRET") else "remote"
+        return mode
+
+
+keyrunes_settings = KeyrunesSettings()

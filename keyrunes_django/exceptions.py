@@ -1,0 +1,75 @@
+"""Errors raised by keyrunes-django.
+
+Everything the Keyrunes HTTP client raises derives from :class:`KeyrunesError`,
+so ``except KeyrunesError`` catches every failure of the remote side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KeyrunesError(Exception):
+    """Base class of every Keyrunes failure."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status_code: int | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.body = body
+
+    def __str__(self) -> str:
+        if self.status_code is not None:
+            return f"{self.message} (HTTP {self.status_code})"
+        return self.message
+
+
+class KeyrunesUnavailable(KeyrunesError):
+    """Keyrunes could not be reached, timed out, or kept answering 5xx/429."""
+
+
+class KeyrunesProtocolError(KeyrunesError):
+    """Keyrunes answered with a body of the wrong shape (HTML, truncated JSON, wrong types)."""
+
+
+class KeyrunesHTTPError(KeyrunesError):
+    """Keyrunes refused the request with a 4xx status."""
+
+
+class AuthenticationFailed(KeyrunesHTTPError):
+    """401: bad credentials, or a missing/invalid token or organization key."""
+
+
+class PermissionDenied(KeyrunesHTTPError):
+    """403: the caller is authenticated but not allowed."""
+
+
+class NotFound(KeyrunesHTTPError):
+    """404: the resource does not exist."""
+
+
+class ValidationFailed(KeyrunesHTTPError):
+    """400/422: the server rejected the request body; ``message`` carries its reason."""
+
+
+class InvalidToken(KeyrunesError):
+    """A bearer token or organization key failed verification.
+
+    ``reason`` is a short machine-readable code (``expired``, ``bad_signature``,
+    ``malformed``, ``wrong_issuer``, ``wrong_namespace``, ``scope_mismatch``...)
+    used in logs and in the ``WWW-Authenticate`` header.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid_token") -> None:
+        super().__init__(message, status_code=401)
+        self.reason = reason
+
+
+class ServiceAccountError(KeyrunesError):
+    """``KEYRUNES["SERVICE_ACCOUNT"]`` is missing, malformed, or refused by the server."""
