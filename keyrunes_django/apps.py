@@ -13,3 +13,8 @@ class KeyrunesConfig(AppConfig):
     def ready(self) -> None:
         # Registers the system checks (keyrunes_django.E001...).
         from keyrunes_django import checks  # noqa: F401
+
+        # Audit log records for every login, refused credential and outage signal.
+        from keyrunes_django.audit import connect_receivers
+
+        connect_receivers()

@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     # Login throttling.
     "LOGIN_THROTTLE_FAILURES": 5,
     "LOGIN_THROTTLE_WINDOW": 300,
+    "LOGIN_THROTTLE_IP_FAILURES": None,  # per-IP limit; None = 4 x LOGIN_THROTTLE_FAILURES, 0 = off
 }
 
 #: Keys whose value may be a dotted import path to a class or callable.
