@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     # Declared groups and policies (policy registry).
     "GROUPS": (),
     "POLICIES": (),
+    # Paths whose anonymous callers get 401 JSON instead of a login redirect.
+    "API_PATH_PREFIXES": ("/api/",),
     # Login throttling.
     "LOGIN_THROTTLE_FAILURES": 5,
     "LOGIN_THROTTLE_WINDOW": 300,
