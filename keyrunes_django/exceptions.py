@@ -73,3 +73,16 @@ class InvalidToken(KeyrunesError):
 
 class ServiceAccountError(KeyrunesError):
     """``KEYRUNES["SERVICE_ACCOUNT"]`` is missing, malformed, or refused by the server."""
+
+
+class MirrorRefused(KeyrunesError):
+    """The mapper would not mirror a verified identity onto a local user.
+
+    ``reason`` is a short code: ``wrong_namespace``, ``wrong_organization``,
+    ``missing_required_group``, ``denied_group``, ``groups_unknown``,
+    ``local_user_exists`` (takeover refused) or ``username_taken``.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
