@@ -1,0 +1,326 @@
+"""Who is asking, and may they? Group, admin and policy checks.
+
+The programmatic API mirrors the official SDK's vocabulary (``has_group``,
+``is_admin``, ``has_permission``) but follows the server's rules, not the
+SDK's: admin status comes from the exact group names ``superadmin`` (global
+only in the ``public`` namespace) and ``admin`` (own namespace), never from
+"any group name containing admin".
+
+Every function accepts a request (Django or DRF) or a user. The principal is
+taken, in order, from ``request.keyrunes`` (set by the middleware for bearer
+tokens and organization keys), from DRF's ``request.auth``, and finally from
+the session user's :class:`~keyrunes_django.models.KeyrunesIdentity` mirror.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.cache import caches
+from django.core.exceptions import ObjectDoesNotExist
+
+from keyrunes_django.conf import keyrunes_settings
+from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
+
+__all__ = [
+    "Principal",
+    "get_identity",
+    "get_user",
+    "has_group",
+    "has_permission",
+    "is_admin",
+    "is_authenticated",
+    "permission_cache_key",
+    "resolve_resource",
+]
+
+logger = logging.getLogger("keyrunes_django.authorization")
+
+Principal = VerifiedIdentity | OrganizationPrincipal
+
+# Attribute under which a user object memoises the identity built from its
+# mirror, so one request asking several questions reads the row once.
+_MEMO_ATTR = "_keyrunes_identity_memo"
+_CACHE_PREFIX = "keyrunes:perm:"
+
+
+def _is_request(obj: Any) -> bool:
+    # Django's HttpRequest and DRF's Request (which proxies to it) both carry META.
+    return hasattr(obj, "META") and hasattr(obj, "method")
+
+
+def get_user(request_or_user: Any) -> Any:
+    """The Django user behind ``request_or_user`` (``None`` when there is none)."""
+    if request_or_user is None:
+        return None
+    if _is_request(request_or_user):
+        return getattr(request_or_user, "user", None)
+    return request_or_user
+
+
+def _identity_from_user(user: Any) -> VerifiedIdentity | None:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    if isinstance(user, OrganizationPrincipal):
+        return None
+    memo = getattr(user, _MEMO_ATTR, None)
+    if isinstance(memo, VerifiedIdentity):
+        return memo
+    try:
+        link = user.keyrunes_identity
+    except (ObjectDoesNotExist, AttributeError):
+        return None
+    payload = link.payload if isinstance(link.payload, Mapping) else {}
+    groups = _payload_groups(payload)
+    if groups is None:
+        groups = _mirrored_group_names(user)
+    identity = VerifiedIdentity(
+        user_id=int(link.remote_user_id),
+        username=str(payload.get("username") or user.get_username()),
+        email=str(payload.get("email") or getattr(user, "email", "") or ""),
+        namespace=str(link.namespace),
+        organization_id=int(link.organization_id),
+        groups=groups,
+        external_id=str(link.external_id) if link.external_id else None,
+        source="login",
+        payload=dict(payload),
+    )
+    with contextlib.suppress(AttributeError):  # slotted user classes
+        setattr(user, _MEMO_ATTR, identity)
+    return identity
+
+
+def _payload_groups(payload: Mapping[str, Any]) -> tuple[str, ...] | None:
+    groups = payload.get("groups")
+    if isinstance(groups, (list, tuple)) and all(isinstance(g, str) for g in groups):
+        return tuple(groups)
+    return None
+
+
+def _mirrored_group_names(user: Any) -> tuple[str, ...]:
+    # Fallback for mirrors written without a group list in their payload: the
+    # local groups that mirror a remote one carry its remote name.
+    try:
+        names = user.groups.filter(keyrunes_mirror__isnull=False).values_list(
+            "keyrunes_mirror__remote_name", flat=True
+        )
+        return tuple(sorted(str(n) for n in names))
+    except Exception:
+        logger.debug("mirrored groups unavailable for user %s", getattr(user, "pk", None))
+        return ()
+
+
+def get_identity(request_or_user: Any) -> Principal | None:
+    """The Keyrunes principal behind a request or a user, or ``None``.
+
+    ``None`` means anonymous, or a local-only Django user with no Keyrunes
+    mirror (such a user can still be an admin through ``is_superuser``).
+    """
+    if request_or_user is None:
+        return None
+    if isinstance(request_or_user, (VerifiedIdentity, OrganizationPrincipal)):
+        return request_or_user
+    if _is_request(request_or_user):
+        principal = getattr(request_or_user, "keyrunes", None)
+        if isinstance(principal, (VerifiedIdentity, OrganizationPrincipal)):
+            return principal
+        # DRF: the authentication class hands the principal over as request.auth.
+        auth = getattr(request_or_user, "auth", None)
+        if isinstance(auth, (VerifiedIdentity, OrganizationPrincipal)):
+            return auth
+        user = getattr(request_or_user, "user", None)
+        if isinstance(user, OrganizationPrincipal):
+            return user
+        return _identity_from_user(user)
+    return _identity_from_user(request_or_user)
+
+
+def is_authenticated(request_or_user: Any, *, allow_organization: bool = False) -> bool:
+    """A signed-in user (token, session or local); an organization key only if allowed."""
+    principal = get_identity(request_or_user)
+    if isinstance(principal, OrganizationPrincipal):
+        return allow_organization
+    if principal is not None:
+        return True
+    user = get_user(request_or_user)
+    return bool(user is not None and getattr(user, "is_authenticated", False))
+
+
+def has_group(user_or_request: Any, *groups: str, all_groups: bool = False) -> bool:
+    """Whether the Keyrunes user belongs to any (or, with ``all_groups``, every) group.
+
+    Only Keyrunes groups count: token claims, or the groups recorded by the
+    mirror. Organization keys and local-only users belong to no group.
+    """
+    if not groups:
+        raise ValueError("has_group() needs at least one group name")
+    identity = get_identity(user_or_request)
+    if not isinstance(identity, VerifiedIdentity):
+        return False
+    if all_groups:
+        return identity.has_all_groups(groups)
+    return identity.has_any_group(groups)
+
+
+def is_admin(user_or_request: Any) -> bool:
+    """Global superadmin, tenant admin (exact names), or a Django superuser."""
+    identity = get_identity(user_or_request)
+    if isinstance(identity, OrganizationPrincipal):
+        return False
+    if identity is not None and identity.is_admin:
+        return True
+    user = get_user(user_or_request)
+    return bool(
+        user is not None
+        and not isinstance(user, OrganizationPrincipal)
+        and getattr(user, "is_active", False)
+        and getattr(user, "is_superuser", False)
+    )
+
+
+def resolve_resource(template: str, context: Mapping[str, Any] | None) -> str:
+    """Fill ``{placeholders}`` of a resource template from ``context``.
+
+    A template without placeholders is returned as is. A missing key raises
+    :class:`KeyError`, which callers turn into a denial.
+    """
+    if not context or "{" not in template:
+        return template
+    return template.format_map(context)
+
+
+def permission_cache_key(namespace: str, user_id: int, resource: str, action: str) -> str:
+    """Cache key of one policy answer (hashed: resources may hold any character)."""
+    raw = "\x00".join((namespace, str(user_id), resource, action))
+    return _CACHE_PREFIX + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _cache_get(key: str) -> bool | None:
+    try:
+        value = caches[keyrunes_settings.CACHE_ALIAS].get(key)
+    except Exception as exc:
+        logger.warning("permission cache unavailable: %s", exc)
+        return None
+    return value if isinstance(value, bool) else None
+
+
+def _cache_set(key: str, value: bool, ttl: int) -> None:
+    try:
+        caches[keyrunes_settings.CACHE_ALIAS].set(key, value, ttl)
+    except Exception as exc:
+        logger.warning("permission cache unavailable: %s", exc)
+
+
+def _ask_server(identity: VerifiedIdentity, resource: str, action: str) -> bool:
+    from keyrunes_django.client import get_client
+
+    client = get_client()
+    org_key = keyrunes_settings.ORGANIZATION_KEY
+    if org_key:
+        answer = client.check_permission(identity.user_id, resource, action, org_key=org_key)
+        allowed: Any = answer.allowed
+    else:
+        from keyrunes_django.service_account import get_service_token
+
+        token = get_service_token()
+        # The admin route evaluates in the service account's own namespace,
+        # where this user id may belong to somebody else.
+        token_namespace = _token_namespace(token)
+        if token_namespace is not None and token_namespace != identity.namespace:
+            raise _Denied(
+                f"the service account's namespace {token_namespace!r} is not the "
+                f"user's namespace {identity.namespace!r}"
+            )
+        check = client.admin_check_permission(token, identity.user_id, resource, action)
+        allowed = check.has_permission
+    if not isinstance(allowed, bool):
+        raise _Denied(f"the server answered a non-boolean decision {allowed!r}")
+    return allowed
+
+
+def _token_namespace(token: str) -> str | None:
+    # Our own service token, fetched from the server: its claims are read,
+    # not trusted for anything but choosing where the question is asked.
+    import jwt
+
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False}, algorithms=["HS256"])
+    except jwt.PyJWTError:
+        return None
+    namespace = claims.get("namespace")
+    return namespace if isinstance(namespace, str) else None
+
+
+class _Denied(Exception):
+    """A reason to deny that is not an error of the server."""
+
+
+def has_permission(
+    user_or_request: Any,
+    resource: str,
+    action: str,
+    context: Mapping[str, Any] | None = None,
+) -> bool:
+    """Ask Keyrunes whether the user may do ``action`` on ``resource``.
+
+    Uses ``POST /api/check-permission`` with the service's organization key,
+    or ``POST /api/admin/check-permission`` with the service account when no
+    key is configured. ``context`` fills ``{placeholders}`` in ``resource``.
+    Answers are cached for ``PERMISSION_CACHE_TTL`` seconds per (namespace,
+    user, resource, action). Any failure denies, and the reason is logged.
+    """
+    identity = get_identity(user_or_request)
+    if isinstance(identity, OrganizationPrincipal):
+        logger.info("permission denied: organization keys have no user policies")
+        return False
+    if identity is None:
+        logger.debug("permission denied: no Keyrunes user")
+        return False
+    try:
+        resource = resolve_resource(resource, context)
+    except (KeyError, IndexError, AttributeError, ValueError) as exc:
+        logger.warning("permission denied: resource %r cannot be filled: %r", resource, exc)
+        return False
+    service_namespace = keyrunes_settings.NAMESPACE
+    if service_namespace and identity.namespace != service_namespace:
+        logger.warning(
+            "permission denied for user %s: namespace %r is not the service's %r",
+            identity.user_id,
+            identity.namespace,
+            service_namespace,
+        )
+        return False
+
+    ttl = int(keyrunes_settings.PERMISSION_CACHE_TTL or 0)
+    key = permission_cache_key(identity.namespace, identity.user_id, resource, action)
+    if ttl > 0:
+        cached = _cache_get(key)
+        if cached is not None:
+            return cached
+    try:
+        allowed = _ask_server(identity, resource, action)
+    except _Denied as exc:
+        logger.warning(
+            "permission denied for user %s on %s/%s: %s", identity.user_id, resource, action, exc
+        )
+        return False
+    except Exception as exc:
+        logger.warning(
+            "permission denied for user %s on %s/%s: policy check failed: %s: %s",
+            identity.user_id,
+            resource,
+            action,
+            type(exc).__name__,
+            exc,
+        )
+        return False
+    if ttl > 0:
+        _cache_set(key, allowed, ttl)
+    if not allowed:
+        logger.info("permission denied by policy for user %s on %s/%s",
+                    identity.user_id, resource, action)
+    return allowed
