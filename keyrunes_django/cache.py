@@ -1,0 +1,501 @@
+"""The verification cache: a per-process LRU in front of Django's cache framework.
+
+Every verified credential (bearer token or organization key) is remembered
+under the sha256 of its text, never the text itself:
+
+* a bounded, thread-safe LRU per process (``LOCAL_CACHE_SIZE`` entries) answers
+  warm requests with one dictionary lookup: no network, no database;
+* the Django cache named by ``CACHE_ALIAS`` (Redis when several instances
+  should share it) holds the same answers as plain dicts, so an instance that
+  has never seen a token still avoids asking Keyrunes;
+* concurrent first requests for one credential in a process make a single
+  remote call (single-flight), the others wait for its answer.
+
+A good answer is fresh for ``min(CACHE_TTL, token exp - now)`` seconds. After
+that it is kept as *stale* for up to ``STALE_IF_ERROR`` more seconds (never past
+the token's ``exp``): Keyrunes is asked again, and only if it is unavailable is
+the stale answer honoured. Refusals are cached for ``NEGATIVE_CACHE_TTL``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from django.core.cache import BaseCache, caches
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from keyrunes_django.conf import keyrunes_settings
+from keyrunes_django.exceptions import InvalidToken, KeyrunesUnavailable
+from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
+
+__all__ = [
+    "CacheEntry",
+    "LocalCache",
+    "SingleFlight",
+    "clear_caches",
+    "credential_hash",
+    "get_state",
+    "identity_from_dict",
+    "identity_to_dict",
+    "now",
+    "principal_from_dict",
+    "principal_to_dict",
+]
+
+logger = logging.getLogger("keyrunes_django.auth")
+
+T = TypeVar("T")
+
+#: While an outage lasts, a stale answer is re-served from memory for this many
+#: seconds before Keyrunes is tried again, so a dead server does not cost every
+#: request a connection timeout.
+STALE_RETRY_INTERVAL = 5.0
+
+_RECORD_VERSION = 1
+
+
+def now() -> float:
+    """Wall-clock seconds; the one clock of this module (tests patch it)."""
+    return time.time()
+
+
+def credential_hash(credential: str) -> str:
+    """sha256 hex of a credential: the only form of it that is cached or logged."""
+    return hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ----------------------------------------------------------------------- entries
+
+
+@dataclass
+class CacheEntry:
+    """One cached verification outcome.
+
+    ``value`` is the identity or principal for a good answer; ``reason`` is set
+    (and ``value`` is None) for a refusal. ``user`` caches the mirrored local
+    user of a token in the per-process layer only.
+    """
+
+    value: VerifiedIdentity | OrganizationPrincipal | None
+    stored_at: float
+    fresh_until: float
+    stale_until: float
+    reason: str | None = None
+    message: str = ""
+    user: Any = field(default=None, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+    def is_fresh(self, at: float) -> bool:
+        return at < self.fresh_until
+
+    def is_usable_stale(self, at: float) -> bool:
+        return self.reason is None and at < self.stale_until
+
+    def raise_if_refused(self) -> None:
+        if self.reason is not None:
+            raise InvalidToken(self.message, reason=self.reason)
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(float(value), tz=timezone.utc) if value is not None else None
+
+
+def identity_to_dict(identity: VerifiedIdentity) -> dict[str, Any]:
+    """A plain, JSON-able form of an identity (what the shared cache stores)."""
+    return {
+        "user_id": identity.user_id,
+        "username": identity.username,
+        "email": identity.email,
+        "namespace": identity.namespace,
+        "organization_id": identity.organization_id,
+        "groups": list(identity.groups) if identity.groups is not None else None,
+        "expires_at": _ts(identity.expires_at),
+        "issued_at": _ts(identity.issued_at),
+        "external_id": identity.external_id,
+        "source": identity.source,
+        "payload": dict(identity.payload),
+    }
+
+
+def identity_from_dict(data: dict[str, Any]) -> VerifiedIdentity:
+    groups = data.get("groups")
+    return VerifiedIdentity(
+        user_id=int(data["user_id"]),
+        username=str(data["username"]),
+        email=str(data["email"]),
+        namespace=str(data["namespace"]),
+        organization_id=int(data["organization_id"]),
+        groups=tuple(str(g) for g in groups) if groups is not None else None,
+        expires_at=_dt(data.get("expires_at")),
+        issued_at=_dt(data.get("issued_at")),
+        external_id=data.get("external_id"),
+        source=data.get("source", "token"),
+        payload=dict(data.get("payload") or {}),
+    )
+
+
+def principal_to_dict(principal: OrganizationPrincipal) -> dict[str, Any]:
+    return {
+        "organization_id": principal.organization_id,
+        "name": principal.name,
+        "namespace": principal.namespace,
+    }
+
+
+def principal_from_dict(data: dict[str, Any]) -> OrganizationPrincipal:
+    org_id = data.get("organization_id")
+    return OrganizationPrincipal(
+        organization_id=int(org_id) if org_id is not None else None,
+        name=data.get("name"),
+        namespace=data.get("namespace"),
+    )
+
+
+_ENCODERS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]] = {
+    "token": (identity_to_dict, identity_from_dict),
+    "orgkey": (principal_to_dict, principal_from_dict),
+}
+
+
+def _to_record(kind: str, entry: CacheEntry) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "v": _RECORD_VERSION,
+        "stored_at": entry.stored_at,
+        "fresh_until": entry.fresh_until,
+        "stale_until": entry.stale_until,
+    }
+    if entry.reason is not None:
+        record.update(reason=entry.reason, message=entry.message)
+    else:
+        record["value"] = _ENCODERS[kind][0](entry.value)
+    return record
+
+
+def _from_record(kind: str, record: Any) -> CacheEntry | None:
+    if not isinstance(record, dict) or record.get("v") != _RECORD_VERSION:
+        return None
+    try:
+        if "reason" in record:
+            return CacheEntry(
+                value=None,
+                stored_at=float(record["stored_at"]),
+                fresh_until=float(record["fresh_until"]),
+                stale_until=float(record["stale_until"]),
+                reason=str(record["reason"]),
+                message=str(record.get("message", "")),
+            )
+        return CacheEntry(
+            value=_ENCODERS[kind][1](record["value"]),
+            stored_at=float(record["stored_at"]),
+            fresh_until=float(record["fresh_until"]),
+            stale_until=float(record["stale_until"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------- per-process LRU
+
+
+class LocalCache:
+    """A bounded, thread-safe LRU mapping of credential hash -> :class:`CacheEntry`."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = max(0, int(maxsize))
+        self._data: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> CacheEntry | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None:
+                self._data.move_to_end(key)
+            return entry
+
+    def set(self, key: str, entry: CacheEntry) -> None:
+        if self.maxsize == 0:
+            return
+        with self._lock:
+            self._data[key] = entry
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+# -------------------------------------------------------------------- single-flight
+
+
+class _Call:
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class SingleFlight:
+    """Runs one call per key at a time; concurrent callers share its outcome."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, _Call] = {}
+
+    def run(self, key: str, func: Callable[[], T], *, wait_timeout: float = 60.0) -> T:
+        with self._lock:
+            call = self._calls.get(key)
+            leader = call is None
+            if call is None:
+                call = self._calls[key] = _Call()
+        if not leader:
+            if not call.done.wait(wait_timeout):
+                raise KeyrunesUnavailable("Timed out waiting for a concurrent verification.")
+            if call.error is not None:
+                raise call.error
+            return call.result  # type: ignore[no-any-return]
+        try:
+            call.result = func()
+            return call.result  # type: ignore[no-any-return]
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._calls[key]
+            call.done.set()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+
+# ------------------------------------------------------------------- shared cache
+
+
+class SharedCache:
+    """The Django cache named by ``CACHE_ALIAS``; its failures count as misses."""
+
+    def __init__(self, alias: str, prefix: str) -> None:
+        self.alias = alias
+        self.prefix = prefix
+
+    @property
+    def backend(self) -> BaseCache:
+        return caches[self.alias]
+
+    def key(self, kind: str, digest: str) -> str:
+        return f"{self.prefix}:{kind}:{digest}"
+
+    def get(self, kind: str, digest: str) -> CacheEntry | None:
+        try:
+            record = self.backend.get(self.key(kind, digest))
+        except Exception as exc:  # a cache outage must not become an auth outage
+            logger.warning(
+                "keyrunes shared cache read failed: %s",
+                type(exc).__name__,
+                extra={"event": "cache_error", "operation": "get", "alias": self.alias},
+            )
+            return None
+        return _from_record(kind, record) if record is not None else None
+
+    def set(self, kind: str, digest: str, entry: CacheEntry, at: float) -> None:
+        timeout = max(1, math.ceil(max(entry.stale_until, entry.fresh_until) - at))
+        try:
+            self.backend.set(self.key(kind, digest), _to_record(kind, entry), timeout)
+        except Exception as exc:
+            logger.warning(
+                "keyrunes shared cache write failed: %s",
+                type(exc).__name__,
+                extra={"event": "cache_error", "operation": "set", "alias": self.alias},
+            )
+
+    def delete(self, kind: str, digest: str) -> None:
+        try:
+            self.backend.delete(self.key(kind, digest))
+        except Exception:  # best effort, like set()
+            logger.warning("keyrunes shared cache delete failed", extra={"event": "cache_error"})
+
+
+# ------------------------------------------------------------------------ state
+
+
+class CacheState:
+    """The caches and the settings they use, snapshotted once per settings value.
+
+    Rebuilt whenever ``KEYRUNES`` or ``CACHES`` change (``override_settings``
+    included), which also empties the per-process layer.
+    """
+
+    def __init__(self) -> None:
+        s = keyrunes_settings
+        self.mode: str = s.verification_mode
+        self.namespace: str = str(s.NAMESPACE)
+        scope = s.ORGANIZATION_SCOPE
+        self.organization_scope: int | None = int(scope) if scope is not None else None
+        self.cache_ttl = float(s.CACHE_TTL)
+        self.negative_ttl = float(s.NEGATIVE_CACHE_TTL)
+        self.stale_if_error = float(s.STALE_IF_ERROR)
+        self.fail_open = bool(s.FAIL_OPEN)
+        self.leeway = float(s.JWT_LEEWAY)
+        self.local = LocalCache(int(s.LOCAL_CACHE_SIZE))
+        server = hashlib.sha256(str(s.BASE_URL or "").encode()).hexdigest()[:10]
+        self.shared = SharedCache(str(s.CACHE_ALIAS), f"keyrunes:v{_RECORD_VERSION}:{server}")
+        self.flight = SingleFlight()
+
+    def positive_entry(
+        self,
+        value: VerifiedIdentity | OrganizationPrincipal,
+        at: float,
+        expires_at: float | None,
+    ) -> CacheEntry:
+        fresh = at + self.cache_ttl
+        stale = fresh + self.stale_if_error
+        if expires_at is not None:
+            fresh = min(fresh, expires_at)
+            stale = min(stale, expires_at)
+        return CacheEntry(value=value, stored_at=at, fresh_until=fresh, stale_until=stale)
+
+    def negative_entry(self, error: InvalidToken, at: float) -> CacheEntry:
+        until = at + self.negative_ttl
+        return CacheEntry(
+            value=None,
+            stored_at=at,
+            fresh_until=until,
+            stale_until=until,
+            reason=error.reason,
+            message=error.message,
+        )
+
+    def lookup(
+        self,
+        kind: str,
+        digest: str,
+        compute: Callable[[], tuple[VerifiedIdentity | OrganizationPrincipal, float | None]],
+        *,
+        shared: bool,
+        on_stale: Callable[[KeyrunesUnavailable], None] | None = None,
+    ) -> CacheEntry:
+        """The cached outcome for a credential, computing it on a miss.
+
+        ``compute`` returns (value, expiry timestamp or None) or raises
+        :class:`InvalidToken` (cached as a refusal) or
+        :class:`KeyrunesUnavailable` (never cached; a usable stale answer is
+        served instead, after calling ``on_stale``).
+        """
+        key = kind + ":" + digest
+        at = now()
+        entry = self.local.get(key)
+        if entry is not None and entry.is_fresh(at):
+            return entry
+        stale = entry if entry is not None and entry.is_usable_stale(at) else None
+        if shared:
+            remote = self.shared.get(kind, digest)
+            if remote is not None:
+                if remote.is_fresh(at):
+                    self.local.set(key, remote)
+                    return remote
+                newer = stale is None or remote.stored_at > stale.stored_at
+                if remote.is_usable_stale(at) and newer:
+                    stale = remote
+
+        def refresh() -> CacheEntry:
+            # Another thread may have finished the same call while we queued.
+            current = self.local.get(key)
+            if current is not None and current.is_fresh(now()):
+                return current
+            try:
+                value, expires_at = compute()
+            except InvalidToken as exc:
+                done = self.negative_entry(exc, now())
+            else:
+                done = self.positive_entry(value, now(), expires_at)
+            self.local.set(key, done)
+            if shared:
+                self.shared.set(kind, digest, done, now())
+            return done
+
+        try:
+            result = self.flight.run(key, refresh)
+        except KeyrunesUnavailable as exc:
+            if stale is None:
+                raise
+            if on_stale is not None:
+                on_stale(exc)
+            # Re-serve from memory for a short while instead of timing out on every request.
+            retry = CacheEntry(
+                value=stale.value,
+                stored_at=stale.stored_at,
+                fresh_until=min(now() + STALE_RETRY_INTERVAL, stale.stale_until),
+                stale_until=stale.stale_until,
+                user=stale.user,
+            )
+            self.local.set(key, retry)
+            return retry
+        return result
+
+    def peek(self, kind: str, digest: str) -> CacheEntry | None:
+        """The fresh per-process entry, if any (no I/O: safe on an event loop)."""
+        entry = self.local.get(kind + ":" + digest)
+        if entry is not None and entry.is_fresh(now()):
+            return entry
+        return None
+
+    def forget(self, kind: str, digest: str) -> None:
+        self.local.delete(kind + ":" + digest)
+        self.shared.delete(kind, digest)
+
+
+_state: CacheState | None = None
+_state_lock = threading.Lock()
+
+
+def get_state() -> CacheState:
+    """The current :class:`CacheState` (built on first use after a settings change)."""
+    global _state
+    state = _state
+    if state is None:
+        with _state_lock:
+            state = _state
+            if state is None:
+                state = _state = CacheState()
+    return state
+
+
+def clear_caches() -> None:
+    """Forget every per-process entry (the shared cache keeps its own TTLs)."""
+    global _state
+    with _state_lock:
+        _state = None
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"KEYRUNES", "CACHES"}:
+        clear_caches()

@@ -1,0 +1,113 @@
+"""401/403/503 responses for refused credentials and Keyrunes outages.
+
+Bodies are JSON when the client's ``Accept`` header mentions JSON
+(``application/json``, ``*/json``, ``application/problem+json``...) and plain
+text otherwise. A 401 always carries an RFC 6750 ``WWW-Authenticate``
+challenge naming the reason, e.g.
+``Bearer realm="keyrunes", error="invalid_token", error_description="The token has expired."``.
+Descriptions are our own fixed texts, never echoes of the credential or of
+the server's error body.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.cache import patch_vary_headers
+
+__all__ = [
+    "REALM",
+    "forbidden_response",
+    "service_unavailable_response",
+    "unauthorized_response",
+    "wants_json",
+    "www_authenticate",
+]
+
+REALM = "keyrunes"
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """Whether the client asked for JSON in its ``Accept`` header."""
+    return "json" in request.META.get("HTTP_ACCEPT", "").lower()
+
+
+def _quoted(value: str) -> str:
+    # An RFC 7230 quoted-string: printable ASCII only, with \ and " escaped.
+    text = "".join(ch if " " <= ch <= "~" else "?" for ch in value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def www_authenticate(
+    description: str | None = None,
+    *,
+    scheme: str = "Bearer",
+    error: str | None = "invalid_token",
+) -> str:
+    """The ``WWW-Authenticate`` challenge value; ``error=None`` gives a bare challenge."""
+    parts = [f"realm={_quoted(REALM)}"]
+    if error:
+        parts.append(f"error={_quoted(error)}")
+        if description:
+            parts.append(f"error_description={_quoted(description)}")
+    return f"{scheme} " + ", ".join(parts)
+
+
+def _build(
+    request: HttpRequest, status: int, payload: dict[str, str], text: str
+) -> HttpResponse:
+    response: HttpResponse
+    if wants_json(request):
+        response = JsonResponse(payload, status=status)
+    else:
+        response = HttpResponse(
+            text + "\n", status=status, content_type="text/plain; charset=utf-8"
+        )
+    patch_vary_headers(response, ["Accept"])
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def unauthorized_response(
+    request: HttpRequest,
+    *,
+    reason: str,
+    description: str,
+    scheme: str = "Bearer",
+) -> HttpResponse:
+    """401 for a refused credential; ``reason`` is the machine-readable code."""
+    response = _build(
+        request,
+        401,
+        {"error": "invalid_token", "reason": reason, "detail": description},
+        f"401 Unauthorized: {description}",
+    )
+    response["WWW-Authenticate"] = www_authenticate(description, scheme=scheme)
+    return response
+
+
+def forbidden_response(request: HttpRequest, *, reason: str, description: str) -> HttpResponse:
+    """403 for an authenticated caller who is not allowed."""
+    return _build(
+        request,
+        403,
+        {"error": "forbidden", "reason": reason, "detail": description},
+        f"403 Forbidden: {description}",
+    )
+
+
+def service_unavailable_response(
+    request: HttpRequest,
+    *,
+    description: str = "The authentication service is unavailable; try again later.",
+    retry_after: int | None = 5,
+) -> HttpResponse:
+    """503 when Keyrunes cannot be asked and no usable cached answer exists."""
+    response = _build(
+        request,
+        503,
+        {"error": "service_unavailable", "reason": "keyrunes_unavailable", "detail": description},
+        f"503 Service Unavailable: {description}",
+    )
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
