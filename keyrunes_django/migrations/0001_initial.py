@@ -6,46 +6,74 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
+        ("auth", "0012_alter_user_first_name_max_length"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MirroredGroup',
+            name="MirroredGroup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('remote_name', models.CharField(max_length=150)),
-                ('namespace', models.CharField(max_length=63)),
-                ('organization_id', models.BigIntegerField(blank=True, null=True)),
-                ('last_synced_at', models.DateTimeField(blank=True, null=True)),
-                ('group', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='keyrunes_mirror', to='auth.group')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("remote_name", models.CharField(max_length=150)),
+                ("namespace", models.CharField(max_length=63)),
+                ("organization_id", models.BigIntegerField(blank=True, null=True)),
+                ("last_synced_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "group",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="keyrunes_mirror",
+                        to="auth.group",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'mirrored Keyrunes group',
-                'verbose_name_plural': 'mirrored Keyrunes groups',
+                "verbose_name": "mirrored Keyrunes group",
+                "verbose_name_plural": "mirrored Keyrunes groups",
             },
         ),
         migrations.CreateModel(
-            name='KeyrunesIdentity',
+            name="KeyrunesIdentity",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('namespace', models.CharField(max_length=63)),
-                ('remote_user_id', models.BigIntegerField()),
-                ('organization_id', models.BigIntegerField(blank=True, null=True)),
-                ('external_id', models.CharField(blank=True, default='', max_length=64)),
-                ('last_synced_at', models.DateTimeField(blank=True, null=True)),
-                ('payload', models.JSONField(blank=True, default=dict)),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='keyrunes_identity', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("namespace", models.CharField(max_length=63)),
+                ("remote_user_id", models.BigIntegerField()),
+                ("organization_id", models.BigIntegerField(blank=True, null=True)),
+                ("external_id", models.CharField(blank=True, default="", max_length=64)),
+                ("last_synced_at", models.DateTimeField(blank=True, null=True)),
+                ("payload", models.JSONField(blank=True, default=dict)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="keyrunes_identity",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'Keyrunes identity',
-                'verbose_name_plural': 'Keyrunes identities',
-                'constraints': [models.UniqueConstraint(fields=('namespace', 'remote_user_id'), name='keyrunes_identity_unique_remote_user')],
+                "verbose_name": "Keyrunes identity",
+                "verbose_name_plural": "Keyrunes identities",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("namespace", "remote_user_id"),
+                        name="keyrunes_identity_unique_remote_user",
+                    )
+                ],
             },
         ),
     ]

@@ -1,0 +1,249 @@
+"""The Django authentication backend that logs users in against Keyrunes.
+
+``KeyrunesBackend.authenticate`` sends the login name and password to
+``POST /api/login``; the answer itself is the proof of identity. The remote
+user is then mirrored onto a local user by the configured
+:class:`~keyrunes_django.mapping.UserMapper`. A local password is never
+checked, not even for users that exist only locally.
+
+Failures follow Django's contract (``None``), with the reason logged and a
+signal sent. When Keyrunes is unreachable the error is recorded on the request
+(:func:`login_error`) so :class:`keyrunes_django.forms.KeyrunesAuthenticationForm`
+can say so instead of "wrong password".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, cast
+
+import jwt
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.signals import user_logged_in
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+
+from keyrunes_django import signals, throttling
+from keyrunes_django.audit import client_ip
+from keyrunes_django.client import get_client
+from keyrunes_django.conf import keyrunes_settings
+from keyrunes_django.exceptions import (
+    AuthenticationFailed,
+    InvalidToken,
+    KeyrunesError,
+    KeyrunesHTTPError,
+    KeyrunesProtocolError,
+    MirrorRefused,
+)
+from keyrunes_django.identity import VerifiedIdentity
+from keyrunes_django.mapping import get_mapper
+from keyrunes_django.schemas import AuthResponse, TokenClaims
+from keyrunes_django.sessions import set_password_change_required, store_session_token
+
+__all__ = [
+    "SERVICE_UNAVAILABLE_MESSAGE",
+    "KeyrunesBackend",
+    "identity_from_login",
+    "login_error",
+]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_UNAVAILABLE_MESSAGE = "The authentication service is unavailable. Please try again later."
+
+# Set on the request when a login failed for a reason the user should see.
+_REQUEST_ERROR_ATTR = "_keyrunes_auth_error"
+# Set on the returned user; moved into the session by _store_login_token.
+_TOKEN_ATTR = "_keyrunes_login_token"
+_TOKEN_EXPIRY_ATTR = "_keyrunes_login_token_expires_at"
+_PASSWORD_CHANGE_ATTR = "_keyrunes_requires_password_change"
+
+
+def login_error(request: HttpRequest | None) -> ValidationError | None:
+    """The user-facing error of the last failed Keyrunes login on this request, if any."""
+    error = getattr(request, _REQUEST_ERROR_ATTR, None) if request is not None else None
+    return error if isinstance(error, ValidationError) else None
+
+
+def _set_login_error(request: HttpRequest | None, error: ValidationError | None) -> None:
+    if request is not None:
+        setattr(request, _REQUEST_ERROR_ATTR, error)
+
+
+def identity_from_login(response: AuthResponse) -> VerifiedIdentity:
+    """The identity of a login answer, with expiry/issue times from its token.
+
+    The token's claims are decoded without verifying the signature: they only
+    supply timestamps. The login answer is the proof; its ``user`` is
+    authoritative, and a token about someone else is a protocol error.
+    """
+    try:
+        payload = jwt.decode(
+            response.token,
+            options={"verify_signature": False, "verify_exp": False, "verify_iat": False},
+        )
+        claims = TokenClaims.from_payload(payload)
+    except (jwt.PyJWTError, InvalidToken) as exc:
+        raise KeyrunesProtocolError("Keyrunes returned a login token that is not a JWT.") from exc
+    user = response.user
+    if claims.user_id != user.user_id or claims.namespace != user.namespace:
+        raise KeyrunesProtocolError("Keyrunes returned a login token for another user.")
+    identity = user.to_identity(source="login")
+    return dataclasses.replace(
+        identity, expires_at=claims.expires_at, issued_at=claims.issued_at
+    )
+
+
+class KeyrunesBackend(ModelBackend):
+    """Authenticate against Keyrunes and mirror the user locally.
+
+    Inherits Django's permission handling (``has_perm`` and friends) from
+    :class:`~django.contrib.auth.backends.ModelBackend`, but never its local
+    password check.
+    """
+
+    def _login_name(self, username: str | None, kwargs: dict[str, Any]) -> str | None:
+        if username:
+            return username
+        username_field = get_user_model().USERNAME_FIELD
+        for key in (username_field, "email", "identity"):
+            value = kwargs.get(key)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    def authenticate(  # type: ignore[override]
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        namespace: str | None = None,
+        **kwargs: Any,
+    ) -> AbstractBaseUser | None:
+        """Log in with Keyrunes; ``username`` may be a username or an email."""
+        _set_login_error(request, None)
+        login_name = self._login_name(username, kwargs)
+        if not login_name or not password:
+            return None
+        ns = namespace or str(keyrunes_settings.NAMESPACE)
+        ip = client_ip(request)
+
+        try:
+            throttling.check_login_allowed(login_name, ip, namespace=ns)
+        except throttling.LoginThrottled as exc:
+            self._failed(request, login_name, ns, "throttled")
+            _set_login_error(request, exc)
+            return None
+
+        try:
+            response = get_client().login(login_name, password, namespace=ns)
+            identity = identity_from_login(response)
+        except AuthenticationFailed:
+            throttling.record_login_failure(login_name, ip, namespace=ns)
+            self._failed(request, login_name, ns, "invalid_credentials")
+            return None
+        except KeyrunesHTTPError as exc:
+            # 400/422 from the login route: the request was refused, not the service down.
+            throttling.record_login_failure(login_name, ip, namespace=ns)
+            self._failed(request, login_name, ns, f"rejected_{exc.status_code}")
+            return None
+        except KeyrunesError as exc:
+            self._service_error(request, exc)
+            return None
+
+        try:
+            result = get_mapper().mirror(identity)
+        except MirrorRefused as exc:
+            logger.warning(
+                "Keyrunes user %s:%s not mirrored: %s (%s)",
+                identity.namespace,
+                identity.user_id,
+                exc.reason,
+                exc.message,
+            )
+            self._failed(request, login_name, ns, exc.reason)
+            return None
+
+        user = result.user
+        if not self.user_can_authenticate(cast(Any, user)):
+            self._failed(request, login_name, ns, "inactive")
+            return None
+        throttling.reset(login_name, None, namespace=ns)
+        setattr(user, _TOKEN_ATTR, response.token)
+        setattr(user, _TOKEN_EXPIRY_ATTR, identity.expires_at)
+        setattr(user, _PASSWORD_CHANGE_ATTR, response.requires_password_change)
+        signals.login_succeeded.send(
+            sender=type(self), user=user, identity=identity, request=request
+        )
+        logger.info(
+            "Keyrunes login of %s:%s as local user pk=%s (created=%s, changed=%s)",
+            identity.namespace,
+            identity.user_id,
+            user.pk,
+            result.created,
+            result.changed,
+        )
+        return user
+
+    async def aauthenticate(  # type: ignore[override]
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        namespace: str | None = None,
+        **kwargs: Any,
+    ) -> AbstractBaseUser | None:
+        """Async :meth:`authenticate`; never falls back to a local password check."""
+        return await sync_to_async(self.authenticate, thread_sensitive=True)(
+            request, username=username, password=password, namespace=namespace, **kwargs
+        )
+
+    def get_user(self, user_id: Any) -> Any:
+        return super().get_user(user_id)
+
+    async def aget_user(self, user_id: Any) -> Any:
+        return await sync_to_async(self.get_user, thread_sensitive=True)(user_id)
+
+    def _failed(
+        self, request: HttpRequest | None, login_name: str, namespace: str, reason: str
+    ) -> None:
+        # The login name may be a password typed in the wrong box: not logged here;
+        # the audit receiver logs its hash.
+        logger.info("Keyrunes login refused: reason=%s namespace=%s", reason, namespace)
+        signals.login_failed.send(
+            sender=type(self),
+            identity=login_name,
+            reason=reason,
+            request=request,
+            namespace=namespace,
+        )
+
+    def _service_error(self, request: HttpRequest | None, exc: KeyrunesError) -> None:
+        logger.error("Keyrunes login impossible: %s: %s", type(exc).__name__, exc)
+        _set_login_error(
+            request, ValidationError(SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable")
+        )
+        signals.auth_service_error.send(
+            sender=type(self), error=exc, operation="login", request=request, served_stale=False
+        )
+
+
+def _store_login_token(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    """Move the login token from the user object into the (already cycled) session."""
+    token = getattr(user, _TOKEN_ATTR, None)
+    expires_at = getattr(user, _TOKEN_EXPIRY_ATTR, None)
+    if request is None or not token or expires_at is None or not hasattr(request, "session"):
+        return
+    store_session_token(request, token, expires_at)
+    set_password_change_required(request, bool(getattr(user, _PASSWORD_CHANGE_ATTR, False)))
+    # The user object may be cached or pickled later: the token lives only in the session.
+    for attr in (_TOKEN_ATTR, _TOKEN_EXPIRY_ATTR, _PASSWORD_CHANGE_ATTR):
+        if hasattr(user, attr):
+            delattr(user, attr)
+
+
+user_logged_in.connect(_store_login_token, dispatch_uid="keyrunes_django.backends.store_token")
