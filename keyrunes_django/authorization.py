@@ -83,7 +83,7 @@ def _identity_from_user(user: Any) -> VerifiedIdentity | None:
         username=str(payload.get("username") or user.get_username()),
         email=str(payload.get("email") or getattr(user, "email", "") or ""),
         namespace=str(link.namespace),
-        organization_id=int(link.organization_id),
+        organization_id=_organization_id(link.organization_id, payload),
         groups=groups,
         external_id=str(link.external_id) if link.external_id else None,
         source="login",
@@ -92,6 +92,15 @@ def _identity_from_user(user: Any) -> VerifiedIdentity | None:
     with contextlib.suppress(AttributeError):  # slotted user classes
         setattr(user, _MEMO_ATTR, identity)
     return identity
+
+
+def _organization_id(value: Any, payload: Mapping[str, Any]) -> int:
+    if value is None:
+        value = payload.get("organization_id")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _payload_groups(payload: Mapping[str, Any]) -> tuple[str, ...] | None:

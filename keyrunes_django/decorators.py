@@ -38,6 +38,7 @@ from keyrunes_django.authorization import (
 )
 from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.identity import OrganizationPrincipal
+from keyrunes_django.responses import www_authenticate
 
 __all__ = [
     "Refusal",
@@ -88,10 +89,14 @@ def is_api_request(request: HttpRequest) -> bool:
 
 
 def _unauthorized(request: HttpRequest, message: str) -> HttpResponseBase:
+    # Always JSON (the caller is an API client); no RFC 6750 error code,
+    # since no credential was presented or the one presented was not a user's.
     response = JsonResponse(
-        {"error": "not_authenticated", "detail": message}, status=401
+        {"error": "not_authenticated", "reason": "not_authenticated", "detail": message},
+        status=401,
     )
-    response["WWW-Authenticate"] = 'Bearer realm="keyrunes"'
+    response["WWW-Authenticate"] = www_authenticate(error=None)
+    response["Cache-Control"] = "no-store"
     return response
 
 
