@@ -1,1 +1,286 @@
-"""System checks (ids keyrunes_django.E001...). Filled in by the foundation work."""
+"""System checks for ``settings.KEYRUNES`` (run by ``manage.py check``).
+
+=====================  ===========================================================
+id                     problem
+=====================  ===========================================================
+keyrunes_django.E001   ``BASE_URL`` is missing
+keyrunes_django.E002   ``BASE_URL`` is not an http(s) URL with a host
+keyrunes_django.W001   ``BASE_URL`` is plain http (not loopback) while ``DEBUG`` is False
+keyrunes_django.E003   ``TIMEOUT`` is not a positive number or (connect, read) pair
+keyrunes_django.E004   ``JWT_SECRET`` is not a string of at least 32 bytes
+keyrunes_django.E005   an import-string setting (``USER_MAPPER``) cannot be imported
+keyrunes_django.E006   unknown keys in ``KEYRUNES`` (with a hint for removed ones)
+keyrunes_django.E007   bad ``VERIFICATION_MODE``, or ``"local"`` without ``JWT_SECRET``
+keyrunes_django.E008   ``RETRIES``/``BACKOFF``/TTLs/leeways negative or not numbers
+keyrunes_django.E009   ``CACHE_ALIAS`` is not a key of ``settings.CACHES``
+keyrunes_django.E010   ``SERVICE_ACCOUNT`` is malformed
+keyrunes_django.E011   ``NAMESPACE`` is empty or not a string
+keyrunes_django.E012   ``settings.KEYRUNES`` is not a dict
+keyrunes_django.E020   ``GROUPS`` is not a list
+keyrunes_django.E021   a ``GROUPS`` entry is not a name or a {name, description} dict
+keyrunes_django.E022   ``GROUPS`` declares a name twice
+keyrunes_django.E023   ``POLICIES`` is not a list
+keyrunes_django.E024   a ``POLICIES`` entry is malformed (fields, lengths, effect, conditions)
+keyrunes_django.E025   ``POLICIES`` declares a name twice
+=====================  ===========================================================
+
+Ids are stable; features with their own settings add checks from E020 on.
+The checks read the raw dict (never ``keyrunes_settings``, which would raise on
+the first unknown key) so that one run reports every problem.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+from django.utils.module_loading import import_string
+
+from keyrunes_django.conf import DEFAULTS, IMPORT_STRINGS, REMOVED_SETTINGS
+
+__all__ = ["check_settings"]
+
+_ID = "keyrunes_django."
+
+#: Numeric settings that must be >= 0; RETRIES must also be an integer.
+NON_NEGATIVE_NUMBERS = (
+    "RETRIES",
+    "BACKOFF",
+    "CACHE_TTL",
+    "NEGATIVE_CACHE_TTL",
+    "PERMISSION_CACHE_TTL",
+    "STALE_IF_ERROR",
+    "JWT_LEEWAY",
+    "LOCAL_CACHE_SIZE",
+    "SESSION_REFRESH_MARGIN",
+)
+_INTEGERS = frozenset({"RETRIES", "LOCAL_CACHE_SIZE"})
+VERIFICATION_MODES = ("auto", "local", "remote")
+MIN_SECRET_BYTES = 32
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(value: Any) -> list[CheckMessage]:
+    if value is None or value == "":
+        return [
+            Error(
+                "KEYRUNES['BASE_URL'] is not set.",
+                hint="Set it to the Keyrunes server's root URL, e.g. 'https://auth.example.com'.",
+                id=_ID + "E001",
+            )
+        ]
+    parts = urlsplit(value) if isinstance(value, str) else None
+    try:
+        host = parts.hostname if parts is not None else None
+        if parts is not None:
+            _ = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        host = None
+    if parts is None or parts.scheme not in {"http", "https"} or not host:
+        return [
+            Error(
+                f"KEYRUNES['BASE_URL'] = {value!r} is not an http(s) URL.",
+                hint="Use a URL like 'https://auth.example.com' (no query string needed).",
+                id=_ID + "E002",
+            )
+        ]
+    if parts.scheme == "http" and not settings.DEBUG and not _is_loopback(host):
+        return [
+            Warning(
+                f"KEYRUNES['BASE_URL'] uses plain http ({host}) while DEBUG is False.",
+                hint="Passwords and tokens travel to Keyrunes; use https outside development.",
+                id=_ID + "W001",
+            )
+        ]
+    return []
+
+
+def _check_timeout(value: Any) -> list[CheckMessage]:
+    if _is_number(value):
+        pair: tuple[Any, ...] = (value,)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        pair = tuple(value)
+    else:
+        pair = ()
+    if not pair or not all(_is_number(v) and v > 0 for v in pair):
+        return [
+            Error(
+                f"KEYRUNES['TIMEOUT'] = {value!r} is not a positive number "
+                "or a (connect, read) pair of positive numbers.",
+                hint="For example 5 or (3.05, 10). None (wait forever) is not allowed.",
+                id=_ID + "E003",
+            )
+        ]
+    return []
+
+
+def _check_secret(value: Any) -> list[CheckMessage]:
+    if value is None:
+        return []
+    if not isinstance(value, str) or len(value.encode("utf-8")) < MIN_SECRET_BYTES:
+        return [
+            Error(
+                f"KEYRUNES['JWT_SECRET'] must be a string of at least {MIN_SECRET_BYTES} bytes.",
+                hint="Use the server's JWT_SECRET, or leave it unset to verify tokens remotely.",
+                id=_ID + "E004",
+            )
+        ]
+    return []
+
+
+def _check_imports(user: Mapping[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for key in sorted(IMPORT_STRINGS):
+        value = user.get(key, DEFAULTS[key])
+        if value is None or (not isinstance(value, str) and callable(value)):
+            continue
+        problem = None
+        if not isinstance(value, str):
+            problem = f"must be a dotted import path or a class, not {type(value).__name__}"
+        else:
+            try:
+                import_string(value)
+            except ImportError as exc:
+                problem = f"= {value!r} cannot be imported: {exc}"
+        if problem:
+            errors.append(Error(f"KEYRUNES[{key!r}] {problem}.", id=_ID + "E005"))
+    return errors
+
+
+def _check_unknown(user: Mapping[str, Any]) -> list[CheckMessage]:
+    unknown = sorted(str(k) for k in user if k not in DEFAULTS)
+    if not unknown:
+        return []
+    hints = [f"{k}: {REMOVED_SETTINGS[k]}" for k in unknown if k in REMOVED_SETTINGS]
+    return [
+        Error(
+            "Unknown KEYRUNES keys: " + ", ".join(unknown) + ".",
+            hint=" ".join(hints) or "Check the spelling against the settings reference.",
+            id=_ID + "E006",
+        )
+    ]
+
+
+def _check_mode(user: Mapping[str, Any]) -> list[CheckMessage]:
+    mode = user.get("VERIFICATION_MODE", DEFAULTS["VERIFICATION_MODE"])
+    if mode not in VERIFICATION_MODES:
+        return [
+            Error(
+                f"KEYRUNES['VERIFICATION_MODE'] = {mode!r} is not one of {VERIFICATION_MODES}.",
+                id=_ID + "E007",
+            )
+        ]
+    if mode == "local" and not user.get("JWT_SECRET"):
+        return [
+            Error(
+                "KEYRUNES['VERIFICATION_MODE'] is 'local' but JWT_SECRET is not set.",
+                hint="Set JWT_SECRET to the server's secret, or use 'remote'.",
+                id=_ID + "E007",
+            )
+        ]
+    return []
+
+
+def _check_numbers(user: Mapping[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for key in NON_NEGATIVE_NUMBERS:
+        value = user.get(key, DEFAULTS[key])
+        ok = _is_number(value) and value >= 0
+        if key in _INTEGERS:
+            ok = ok and isinstance(value, int)
+        if not ok:
+            kind = "an integer" if key in _INTEGERS else "a number"
+            errors.append(
+                Error(f"KEYRUNES[{key!r}] = {value!r} must be {kind} >= 0.", id=_ID + "E008")
+            )
+    return errors
+
+
+def _check_cache_alias(value: Any) -> list[CheckMessage]:
+    caches = getattr(settings, "CACHES", {}) or {}
+    if value not in caches:
+        return [
+            Error(
+                f"KEYRUNES['CACHE_ALIAS'] = {value!r} is not defined in settings.CACHES.",
+                hint=f"Defined aliases: {', '.join(sorted(caches)) or 'none'}.",
+                id=_ID + "E009",
+            )
+        ]
+    return []
+
+
+def _check_service_account(value: Any) -> list[CheckMessage]:
+    from keyrunes_django.service_account import service_account_problems
+
+    return [
+        Error(
+            problem,
+            hint="Use {'IDENTITY': ..., 'PASSWORD': ..., 'NAMESPACE': ...} "
+            "or {'TOKEN_ENV': 'ENV_VAR_NAME'}.",
+            id=_ID + "E010",
+        )
+        for problem in service_account_problems(value)
+    ]
+
+
+def _check_namespace(value: Any) -> list[CheckMessage]:
+    if not isinstance(value, str) or not value.strip():
+        return [
+            Error(
+                f"KEYRUNES['NAMESPACE'] = {value!r} must be a non-empty string.",
+                hint="Use 'public' for the default organization.",
+                id=_ID + "E011",
+            )
+        ]
+    return []
+
+
+@register("keyrunes")
+def check_settings(
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """All checks of ``settings.KEYRUNES``."""
+    user = getattr(settings, "KEYRUNES", None)
+    if user is None:
+        user = {}
+    if not isinstance(user, Mapping):
+        return [Error("settings.KEYRUNES must be a dict.", id=_ID + "E012")]
+
+    def get(key: str) -> Any:
+        return user.get(key, DEFAULTS[key])
+
+    messages: list[CheckMessage] = []
+    messages += _check_unknown(user)
+    messages += _check_base_url(get("BASE_URL"))
+    messages += _check_timeout(get("TIMEOUT"))
+    messages += _check_secret(get("JWT_SECRET"))
+    messages += _check_imports(user)
+    messages += _check_mode(user)
+    messages += _check_numbers(user)
+    messages += _check_cache_alias(get("CACHE_ALIAS"))
+    messages += _check_service_account(get("SERVICE_ACCOUNT"))
+    messages += _check_namespace(get("NAMESPACE"))
+    from keyrunes_django.policies import check_declarations
+
+    messages += check_declarations(get("GROUPS"), get("POLICIES"))
+    return messages
