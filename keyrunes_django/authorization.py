@@ -65,7 +65,9 @@ def get_user(request_or_user: Any) -> Any:
 def _identity_from_user(user: Any) -> VerifiedIdentity | None:
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    if isinstance(user, OrganizationPrincipal):
+    if isinstance(user, OrganizationPrincipal) or isinstance(
+        getattr(user, "principal", None), OrganizationPrincipal
+    ):
         return None
     memo = getattr(user, _MEMO_ATTR, None)
     if isinstance(memo, VerifiedIdentity):
@@ -141,11 +143,19 @@ def get_identity(request_or_user: Any) -> Principal | None:
         auth = getattr(request_or_user, "auth", None)
         if isinstance(auth, (VerifiedIdentity, OrganizationPrincipal)):
             return auth
-        user = getattr(request_or_user, "user", None)
-        if isinstance(user, OrganizationPrincipal):
-            return user
-        return _identity_from_user(user)
-    return _identity_from_user(request_or_user)
+        return _user_principal(getattr(request_or_user, "user", None))
+    return _user_principal(request_or_user)
+
+
+def _user_principal(user: Any) -> Principal | None:
+    # DRF's organization-key authentication puts an OrganizationUser (carrying
+    # the principal) on request.user.
+    if isinstance(user, OrganizationPrincipal):
+        return user
+    principal = getattr(user, "principal", None)
+    if isinstance(principal, OrganizationPrincipal):
+        return principal
+    return _identity_from_user(user)
 
 
 def is_authenticated(request_or_user: Any, *, allow_organization: bool = False) -> bool:

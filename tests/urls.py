@@ -8,3 +8,8 @@ from django.urls import URLPattern, URLResolver, path
 urlpatterns: list[URLPattern | URLResolver] = [
     path("admin/", admin.site.urls),
 ]
+
+# Authorization: decorators, mixins and DRF permission classes.
+from tests import views_authorization  # noqa: E402
+
+urlpatterns += views_authorization.urlpatterns
