@@ -1,0 +1,205 @@
+"""What every ``keyrunes_*`` management command shares.
+
+Verbosity follows Django: 0 silent, 1 summary (default), 2 one line per item,
+3 debug. Progress goes to stderr, only at verbosity >= 1, and only when stderr
+is a terminal or the run is long. Every failure becomes a
+:class:`~django.core.management.base.CommandError` (non-zero exit).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from argparse import ArgumentParser, ArgumentTypeError, RawDescriptionHelpFormatter
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import jwt
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from keyrunes_django.conf import keyrunes_settings
+from keyrunes_django.exceptions import (
+    AuthenticationFailed,
+    KeyrunesError,
+    PermissionDenied,
+    ServiceAccountError,
+)
+
+T = TypeVar("T")
+
+SERVICE_ACCOUNT_SETTING = 'KEYRUNES["SERVICE_ACCOUNT"]'
+#: Runs with at least this many items print progress even without a terminal.
+LONG_RUN = 1000
+
+
+class KeyrunesCommand(BaseCommand):
+    """Base class: ``--dry-run``, verbosity helpers, progress, service-account access."""
+
+    dry_run_help = "Show what would change without writing anything."
+    verbosity = 1
+    dry_run = False
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        # Keep the epilog's line breaks (exit codes, examples).
+        parser.formatter_class = RawDescriptionHelpFormatter
+        parser.epilog = self.epilog()
+        return parser
+
+    def epilog(self) -> str:
+        return (
+            "Exit status: 0 on success, 1 on any failure (the reason is printed on stderr).\n"
+            "Verbosity: 0 silent, 1 summary (default), 2 one line per item, 3 debug."
+        )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--dry-run", action="store_true", help=self.dry_run_help)
+
+    def setup(self, options: dict[str, Any]) -> None:
+        self.verbosity = int(options.get("verbosity", 1))
+        self.dry_run = bool(options.get("dry_run", False))
+        self._progress_shown = False
+        self._last_progress = 0.0
+
+    # ------------------------------------------------------------ output
+
+    def info(self, message: str) -> None:
+        if self.verbosity >= 1:
+            self.stdout.write(message)
+
+    def detail(self, message: str) -> None:
+        if self.verbosity >= 2:
+            self.stdout.write(message)
+
+    def debug(self, message: str) -> None:
+        if self.verbosity >= 3:
+            self.stdout.write(message)
+
+    def warn(self, message: str) -> None:
+        if self.verbosity >= 1:
+            self.stderr.write(message)
+
+    def _stderr_is_tty(self) -> bool:
+        stream = getattr(self.stderr, "_out", sys.stderr)
+        isatty = getattr(stream, "isatty", None)
+        return bool(isatty and isatty())
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        """A ``label: done/total (pct%)`` line on stderr for long runs."""
+        if self.verbosity < 1 or total <= 0:
+            return
+        tty = self._stderr_is_tty()
+        if not tty and total < LONG_RUN:
+            return
+        now = time.monotonic()
+        last = done >= total
+        # Throttle redraws; a pipe gets a line at most every 2 s plus the last one.
+        interval = 0.1 if tty else 2.0
+        if not last and now - self._last_progress < interval:
+            return
+        self._last_progress = now
+        pct = 100 * done // total
+        line = f"{label}: {done}/{total} ({pct}%)"
+        if tty:
+            self.stderr.write(f"\r{line}", ending="\n" if last else "")
+        else:
+            self.stderr.write(line)
+        self._progress_shown = True
+
+    # ------------------------------------------------------- service account
+
+    def service_token(self, *, force_refresh: bool = False) -> str:
+        from keyrunes_django.service_account import get_service_token
+
+        try:
+            return get_service_token(force_refresh=force_refresh)
+        except ServiceAccountError as exc:
+            raise CommandError(
+                f"Service account unavailable: {exc}. Configure {SERVICE_ACCOUNT_SETTING}."
+            ) from exc
+        except AuthenticationFailed as exc:
+            raise CommandError(
+                f"Keyrunes refused the service account ({exc}). Check {SERVICE_ACCOUNT_SETTING}."
+            ) from exc
+        except KeyrunesError as exc:
+            raise CommandError(f"Could not log the service account in: {exc}") from exc
+
+    def admin(self, action: str, fn: Callable[[str], T]) -> T:
+        """Run ``fn(service_token)``, retrying once on a 401, with errors as CommandError."""
+        from keyrunes_django.service_account import admin_call
+
+        try:
+            return admin_call(fn)
+        except ServiceAccountError as exc:
+            raise CommandError(f"{action} failed: {exc}. Check {SERVICE_ACCOUNT_SETTING}.") from exc
+        except KeyrunesError as exc:
+            raise self.admin_error(action, exc) from exc
+
+    def admin_error(self, action: str, exc: KeyrunesError) -> CommandError:
+        """A CommandError for a failed admin API call, naming the setting when it is a 401/403."""
+        if isinstance(exc, AuthenticationFailed):
+            return CommandError(
+                f"{action} failed: Keyrunes refused the service account token ({exc}). "
+                f"Check {SERVICE_ACCOUNT_SETTING}."
+            )
+        if isinstance(exc, PermissionDenied):
+            return CommandError(
+                f"{action} failed: the service account lacks admin rights ({exc}). "
+                f"{SERVICE_ACCOUNT_SETTING} must be an admin or superadmin."
+            )
+        return CommandError(f"{action} failed: {exc}")
+
+    def resolve_scope(self, token: str, organization_id: int | None = None) -> tuple[str, int]:
+        """(namespace, organization id) whose users and groups the command works on.
+
+        The organization is, in order: the command's ``--organization-id``,
+        ``ORGANIZATION_SCOPE``, the service account token's own organization
+        when the token belongs to the configured ``NAMESPACE``, else the
+        organization whose namespace is ``NAMESPACE`` (admin API listing).
+        """
+        namespace = str(keyrunes_settings.NAMESPACE)
+        if organization_id is not None:
+            return namespace, int(organization_id)
+        scope = keyrunes_settings.ORGANIZATION_SCOPE
+        if scope not in (None, ""):
+            return namespace, int(scope)
+        claims = token_claims(token)
+        if claims.get("namespace") == namespace and isinstance(claims.get("organization_id"), int):
+            return namespace, int(claims["organization_id"])
+        from keyrunes_django.client import get_client
+
+        try:
+            organizations = get_client().list_organizations(token)
+        except KeyrunesError as exc:
+            raise self.admin_error("Listing organizations", exc) from exc
+        for organization in organizations:
+            if organization.namespace == namespace:
+                return namespace, organization.organization_id
+        raise CommandError(
+            f"No organization has namespace {namespace!r}; set KEYRUNES['ORGANIZATION_SCOPE'] "
+            "or pass --organization-id."
+        )
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of the service account's own token, unverified.
+
+    Only used to learn which organization our own token belongs to; nothing is
+    authorised on the strength of it.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def positive_percent(value: str) -> float:
+    """argparse type: a number from 0 to 100."""
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise ArgumentTypeError(f"{value!r} is not a number") from exc
+    if not 0 <= number <= 100:
+        raise ArgumentTypeError(f"{value!r} is not between 0 and 100")
+    return number

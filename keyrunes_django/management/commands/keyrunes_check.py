@@ -1,0 +1,337 @@
+"""``manage.py keyrunes_check``: diagnose the Keyrunes configuration and connection."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import time
+from argparse import ArgumentParser
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from django.core.management.base import CommandError
+
+from keyrunes_django.conf import keyrunes_settings
+from keyrunes_django.exceptions import (
+    AuthenticationFailed,
+    InvalidToken,
+    KeyrunesError,
+    NotFound,
+    ServiceAccountError,
+)
+from keyrunes_django.management.commands._common import SERVICE_ACCOUNT_SETTING, KeyrunesCommand
+
+OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
+#: Local verification refuses tokens whose iat is ahead by more than the leeway.
+MIN_SECRET_BYTES = 32
+
+
+@dataclass
+class Finding:
+    status: str
+    topic: str
+    message: str
+
+
+def _fingerprint(value: str) -> str:
+    return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
+
+
+class Command(KeyrunesCommand):
+    help = (
+        "Diagnose the Keyrunes setup: settings (no secret is printed), reachability, "
+        "/api/health and /api/health/ready, clock skew against a freshly issued token, "
+        "organization key validity, and whether JWT_SECRET verifies a fresh token. Each "
+        "line is OK, WARN, FAIL or SKIP. Exits non-zero when any line is FAIL."
+    )
+    dry_run_help = "Check the settings only; contact no server."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--fail-on-warn",
+            action="store_true",
+            help="Exit non-zero on WARN lines too (e.g. in CI).",
+        )
+        parser.add_argument(
+            "--max-skew",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="Clock skew that counts as FAIL. Default: JWT_LEEWAY.",
+        )
+
+    # --------------------------------------------------------------- output
+
+    def report(self, status: str, topic: str, message: str) -> None:
+        self.findings.append(Finding(status, topic, message))
+        if self.verbosity < 1:
+            return
+        style: Callable[[str], str] = {
+            OK: self.style.SUCCESS,
+            WARN: self.style.WARNING,
+            FAIL: self.style.ERROR,
+        }.get(status, str)
+        self.stdout.write(f"{style(status.ljust(4))} {topic}: {message}")
+
+    # ---------------------------------------------------------------- checks
+
+    def check_settings(self) -> None:
+        unknown = keyrunes_settings.unknown_keys()
+        if unknown:
+            self.report(FAIL, "settings", f"unknown keys: {', '.join(unknown)}")
+            return
+        base_url = keyrunes_settings.BASE_URL
+        if not base_url:
+            self.report(FAIL, "settings", "BASE_URL is not set")
+        else:
+            self.report(OK, "settings", f"BASE_URL = {base_url}")
+        self.report(
+            OK,
+            "settings",
+            f"NAMESPACE = {keyrunes_settings.NAMESPACE!r}, ORGANIZATION_SCOPE = "
+            f"{keyrunes_settings.ORGANIZATION_SCOPE!r}, verification = "
+            f"{keyrunes_settings.verification_mode}",
+        )
+        secret = keyrunes_settings.JWT_SECRET
+        mode = keyrunes_settings.verification_mode
+        if secret:
+            size = len(str(secret).encode("utf-8"))
+            status = OK if size >= MIN_SECRET_BYTES else WARN
+            note = "" if size >= MIN_SECRET_BYTES else " (shorter than 32 bytes)"
+            self.report(status, "settings", f"JWT_SECRET is set, {size} bytes{note}")
+        elif mode == "local":
+            self.report(FAIL, "settings", "VERIFICATION_MODE is local but JWT_SECRET is not set")
+        else:
+            self.report(OK, "settings", "JWT_SECRET not set: tokens are verified remotely")
+        key = keyrunes_settings.ORGANIZATION_KEY
+        if key:
+            self.report(OK, "settings", f"ORGANIZATION_KEY is set ({_fingerprint(str(key))})")
+        else:
+            self.report(SKIP, "settings", "ORGANIZATION_KEY not set")
+        account = keyrunes_settings.SERVICE_ACCOUNT
+        if account is None:
+            self.report(SKIP, "settings", f"{SERVICE_ACCOUNT_SETTING} not set")
+        else:
+            from keyrunes_django.service_account import service_account_problems
+
+            problems = service_account_problems(account)
+            if problems:
+                self.report(FAIL, "settings", " ".join(problems))
+            elif "TOKEN_ENV" in account:
+                self.report(OK, "settings", f"SERVICE_ACCOUNT token from ${account['TOKEN_ENV']}")
+            else:
+                self.report(OK, "settings", f"SERVICE_ACCOUNT identity {account['IDENTITY']!r}")
+
+    def check_health(self, client: Any) -> bool:
+        started = time.monotonic()
+        try:
+            health = client.health()
+        except KeyrunesError as exc:
+            self.report(FAIL, "reachability", f"{keyrunes_settings.BASE_URL}: {exc}")
+            return False
+        elapsed = (time.monotonic() - started) * 1000
+        self.report(OK, "reachability", f"answered in {elapsed:.0f} ms")
+        version = f" (version {health.version})" if health.version else ""
+        if health.healthy:
+            self.report(OK, "health", f"/api/health: {health.status}{version}")
+        else:
+            database = health.database.status if health.database else "unknown"
+            self.report(
+                FAIL, "health", f"/api/health: {health.status} (database {database}){version}"
+            )
+        try:
+            ready = client.health_ready()
+        except KeyrunesError as exc:
+            self.report(FAIL, "health", f"/api/health/ready: {exc}")
+        else:
+            if ready.ready:
+                self.report(OK, "health", "/api/health/ready: ready")
+            else:
+                self.report(
+                    FAIL, "health", f"/api/health/ready: {ready.status} ({ready.error or '-'})"
+                )
+        return True
+
+    def check_service_account(self, client: Any, max_skew: float) -> None:
+        if keyrunes_settings.SERVICE_ACCOUNT is None:
+            self.report(SKIP, "clock", f"no {SERVICE_ACCOUNT_SETTING}: skew not measured")
+            self.report(SKIP, "jwt secret", f"no {SERVICE_ACCOUNT_SETTING}: no token to verify")
+            return
+        from keyrunes_django.service_account import get_service_token
+
+        before = time.time()
+        try:
+            # A forced refresh logs in (or refreshes) now, so iat is fresh.
+            token = get_service_token(force_refresh=True)
+        except (ServiceAccountError, KeyrunesError) as exc:
+            self.report(FAIL, "service account", f"{exc} (check {SERVICE_ACCOUNT_SETTING})")
+            return
+        after = time.time()
+        claims: dict[str, Any] = {}
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            self.report(FAIL, "service account", f"the token is not a JWT: {exc}")
+            return
+        self.report(
+            OK,
+            "service account",
+            f"logged in as {claims.get('username')!r} (namespace {claims.get('namespace')!r}, "
+            f"groups {', '.join(claims.get('groups') or []) or '-'})",
+        )
+        self.check_skew(claims, before, after, max_skew)
+        self.check_secret(token)
+        self.check_admin_rights(client, token, claims)
+
+    def check_skew(
+        self, claims: dict[str, Any], before: float, after: float, max_skew: float
+    ) -> None:
+        iat = claims.get("iat")
+        if not isinstance(iat, int):
+            self.report(FAIL, "clock", "the fresh token has no integer iat")
+            return
+        # iat has 1 s resolution: only an iat outside [before-1, after] is skew.
+        if iat > after:
+            skew = iat - after
+        elif iat < before - 1:
+            skew = iat - (before - 1)
+        else:
+            skew = 0.0
+        text = f"server clock is {skew:+.0f} s from ours (token iat vs local time)"
+        if abs(skew) > max_skew:
+            self.report(FAIL, "clock", f"{text}; more than {max_skew:.0f} s: fix NTP")
+        elif abs(skew) > max_skew / 2:
+            self.report(WARN, "clock", text)
+        else:
+            self.report(OK, "clock", text)
+
+    def check_secret(self, token: str) -> None:
+        secret = keyrunes_settings.JWT_SECRET
+        if not secret:
+            status = FAIL if keyrunes_settings.verification_mode == "local" else SKIP
+            self.report(status, "jwt secret", "JWT_SECRET not set: local verification off")
+            return
+        try:
+            jwt.decode(
+                token,
+                str(secret),
+                algorithms=["HS256"],
+                options={"verify_exp": False, "verify_iat": False},
+            )
+        except jwt.InvalidSignatureError:
+            self.report(
+                FAIL,
+                "jwt secret",
+                "JWT_SECRET does not verify a token the server just issued: it differs from "
+                "the server's JWT_SECRET",
+            )
+        except jwt.PyJWTError as exc:
+            self.report(FAIL, "jwt secret", f"a fresh token failed local verification: {exc}")
+        else:
+            self.report(OK, "jwt secret", "JWT_SECRET verifies a freshly issued token")
+
+    def check_admin_rights(self, client: Any, token: str, claims: dict[str, Any]) -> None:
+        groups = set(claims.get("groups") or [])
+        if not groups & {"admin", "superadmin"}:
+            self.report(
+                WARN,
+                "service account",
+                "not in group admin or superadmin: the sync commands will be refused",
+            )
+            return
+        try:
+            self.debug(f"service account groups: {sorted(groups)}")
+            client.list_groups(token, org_id=claims.get("organization_id"))
+        except KeyrunesError as exc:
+            self.report(FAIL, "service account", f"admin API refused: {exc}")
+        else:
+            self.report(OK, "service account", "admin API reachable with the service token")
+
+    def check_org_key(self, client: Any) -> None:
+        key = keyrunes_settings.ORGANIZATION_KEY
+        if not key:
+            self.report(SKIP, "org key", "ORGANIZATION_KEY not set")
+            return
+        try:
+            organization_id, name = self._verify_org_key(client, str(key))
+        except AuthenticationFailed:
+            self.report(FAIL, "org key", "ORGANIZATION_KEY is refused by Keyrunes")
+            return
+        except InvalidToken as exc:
+            self.report(FAIL, "org key", f"ORGANIZATION_KEY refused: {exc}")
+            return
+        except KeyrunesError as exc:
+            self.report(FAIL, "org key", f"could not verify ORGANIZATION_KEY: {exc}")
+            return
+        scope = keyrunes_settings.ORGANIZATION_SCOPE
+        where = (
+            f"organization {organization_id}"
+            if organization_id is not None
+            else ("organization not reported by this server version")
+        )
+        if name:
+            where += f" ({name})"
+        if (
+            scope not in (None, "")
+            and organization_id is not None
+            and int(scope) != int(organization_id)
+        ):
+            self.report(FAIL, "org key", f"valid key of {where}, but ORGANIZATION_SCOPE is {scope}")
+            return
+        self.report(OK, "org key", f"valid, {where}")
+
+    def _verify_org_key(self, client: Any, key: str) -> tuple[int | None, str | None]:
+        # Prefer the request-auth code path (same fallbacks as production).
+        try:
+            tokens = importlib.import_module("keyrunes_django.tokens")
+            authenticate = tokens.authenticate_organization_key
+        except (ImportError, AttributeError):
+            authenticate = None
+        if authenticate is not None:
+            principal = authenticate(key)
+            return principal.organization_id, principal.name
+        from keyrunes_django.client import VerifyOrgKeyDefect
+
+        try:
+            answer = client.verify_org_key(key)
+        except VerifyOrgKeyDefect:
+            # Contract §12.4: probe check-permission with user 0; 404 = valid key.
+            # A 404 means the key passed the gate: it is valid.
+            with contextlib.suppress(NotFound):
+                client.check_permission(0, "keyrunes_check", "probe", org_key=key)
+            return None, None
+        return answer.organization_id, answer.organization
+
+    # ------------------------------------------------------------------ main
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.setup(options)
+        self.findings: list[Finding] = []
+        max_skew = options.get("max_skew")
+        if max_skew is None:
+            max_skew = float(keyrunes_settings.JWT_LEEWAY)
+        self.check_settings()
+        if self.dry_run:
+            self.info("Dry run: no server contacted.")
+        elif keyrunes_settings.BASE_URL:
+            from keyrunes_django.client import get_client
+
+            client = get_client()
+            if self.check_health(client):
+                self.check_org_key(client)
+                self.check_service_account(client, float(max_skew))
+        counts = dict.fromkeys((OK, WARN, FAIL, SKIP), 0)
+        for finding in self.findings:
+            counts[finding.status] += 1
+        self.info(
+            f"{counts[OK]} ok, {counts[WARN]} warning(s), {counts[FAIL]} failure(s), "
+            f"{counts[SKIP]} skipped."
+        )
+        if counts[FAIL] or (options.get("fail_on_warn") and counts[WARN]):
+            raise CommandError(
+                f"Keyrunes check found {counts[FAIL]} failure(s) and {counts[WARN]} warning(s)."
+            )

@@ -1,0 +1,383 @@
+"""Bulk mirroring (keyrunes_django.sync) against the login mapper's rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+
+from keyrunes_django import signals, sync
+from keyrunes_django.mapping import get_mapper
+from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
+from keyrunes_django.schemas import AdminUser
+from keyrunes_django.schemas import Group as RemoteGroup
+
+pytestmark = pytest.mark.django_db
+
+BASE: dict[str, Any] = {"BASE_URL": "http://127.0.0.1:9", "NAMESPACE": "public"}
+
+
+def remote(user_id: int, *groups: str, username: str | None = None, **extra: Any) -> AdminUser:
+    name = username or f"user{user_id}"
+    return AdminUser(
+        user_id=user_id,
+        external_id=f"ext-{user_id}",
+        email=extra.pop("email", f"{name}@example.com"),
+        username=name,
+        groups=list(groups or ("users",)),
+        **extra,
+    )
+
+
+def run(users: list[AdminUser], **kwargs: Any) -> sync.UserSyncReport:
+    return sync.sync_users(users, namespace="public", organization_id=1, **kwargs)
+
+
+def groups_of(username: str) -> set[str]:
+    return set(User.objects.get(username=username).groups.values_list("name", flat=True))
+
+
+@override_settings(KEYRUNES=BASE)
+def test_creates_users_identities_groups_and_memberships() -> None:
+    report = run([remote(1, "users", "developers"), remote(2, "superadmin", "users")])
+    assert (report.created, report.updated, report.unchanged) == (2, 0, 0)
+    assert report.groups_created == 3
+    assert report.memberships_added == 4
+    alice = User.objects.get(username="user1")
+    assert not alice.has_usable_password()
+    assert alice.email == "user1@example.com"
+    assert not alice.is_staff
+    admin = User.objects.get(username="user2")
+    assert admin.is_superuser
+    assert admin.is_staff
+    record = KeyrunesIdentity.objects.get(user=alice)
+    assert (record.namespace, record.remote_user_id, record.organization_id) == ("public", 1, 1)
+    assert record.external_id == "ext-1"
+    assert record.last_synced_at is not None
+    assert groups_of("user1") == {"users", "developers"}
+    assert set(MirroredGroup.objects.values_list("remote_name", flat=True)) == {
+        "users",
+        "developers",
+        "superadmin",
+    }
+    assert "create user1" in report.items
+    assert "2 remote users: 2 created" in report.summary()
+
+
+@override_settings(KEYRUNES=BASE)
+def test_second_run_is_unchanged_then_updates_what_changed() -> None:
+    run([remote(1, "users", "developers"), remote(2)])
+    report = run([remote(1, "users", "developers"), remote(2)])
+    assert (report.created, report.updated, report.unchanged) == (0, 0, 2)
+    assert report.memberships_added == report.memberships_removed == 0
+
+    report = run([remote(1, "users", email="new@example.com"), remote(2)])
+    assert (report.created, report.updated, report.unchanged) == (0, 1, 1)
+    assert report.memberships_removed == 1
+    assert User.objects.get(username="user1").email == "new@example.com"
+    assert groups_of("user1") == {"users"}
+    assert KeyrunesIdentity.objects.get(remote_user_id=1).payload["email"] == "new@example.com"
+
+
+@override_settings(KEYRUNES=BASE)
+def test_same_result_as_mirroring_one_by_one() -> None:
+    listing = [
+        remote(i, "users", *(["ops"] if i % 2 else []), "admin" if i == 3 else "users")
+        for i in range(1, 6)
+    ]
+    run(listing)
+    bulk = {
+        u.username: (
+            u.email,
+            u.is_staff,
+            u.is_superuser,
+            frozenset(u.groups.values_list("name", flat=True)),
+        )
+        for u in User.objects.all()
+    }
+    User.objects.all().delete()
+    Group.objects.all().delete()
+    mapper = get_mapper()
+    for item in listing:
+        mapper.mirror(item.to_identity("public", 1))
+    single = {
+        u.username: (
+            u.email,
+            u.is_staff,
+            u.is_superuser,
+            frozenset(u.groups.values_list("name", flat=True)),
+        )
+        for u in User.objects.all()
+    }
+    assert bulk == single
+
+
+@override_settings(KEYRUNES=BASE)
+def test_local_only_groups_are_kept() -> None:
+    run([remote(1, "users", "developers")])
+    local = Group.objects.create(name="local-team")
+    user = User.objects.get(username="user1")
+    user.groups.add(local)
+    run([remote(1, "users")])
+    assert groups_of("user1") == {"users", "local-team"}
+    assert not MirroredGroup.objects.filter(group=local).exists()
+
+
+@override_settings(KEYRUNES=BASE)
+def test_query_count_does_not_grow_with_users() -> None:
+    def queries(count: int, offset: int) -> int:
+        listing = [remote(offset + i, "users", f"team{offset}-{i % 20}") for i in range(count)]
+        with CaptureQueriesContext(connection) as ctx:
+            report = run(listing, max_shrink=None)
+        assert report.created == count
+        return len(ctx.captured_queries)
+
+    small = queries(50, 0)
+    large = queries(500, 1000)
+    assert small == large
+    assert large < 25
+
+    # A re-sync that changes every user is bounded too.
+    def resync(count: int, offset: int) -> int:
+        listing = [
+            remote(offset + i, "users", email=f"changed{offset + i}@example.com")
+            for i in range(count)
+        ]
+        with CaptureQueriesContext(connection) as ctx:
+            report = run(listing, max_shrink=None)
+        assert report.updated == count
+        return len(ctx.captured_queries)
+
+    assert resync(50, 0) == resync(500, 1000)
+
+
+@override_settings(KEYRUNES=BASE)
+def test_missing_users_deactivated_only_on_request_never_deleted() -> None:
+    run([remote(i) for i in range(1, 21)])
+    listing = [remote(i) for i in range(1, 20)]
+    report = run(listing)
+    assert report.deactivated == 0
+    assert User.objects.get(username="user20").is_active
+    report = run(listing, deactivate_missing=True)
+    assert report.deactivated == 1
+    assert "deactivate user20" in report.items
+    assert User.objects.filter(username="user20", is_active=False).exists()
+    assert KeyrunesIdentity.objects.filter(remote_user_id=20).exists()
+    # Already inactive: not counted again.
+    assert run(listing, deactivate_missing=True).deactivated == 0
+
+
+@override_settings(KEYRUNES=BASE)
+def test_shrinking_listing_aborts_without_changes() -> None:
+    run([remote(i) for i in range(1, 21)])
+    before = list(User.objects.order_by("pk").values_list("username", "email", "is_active"))
+    shrunk = [remote(i, email=f"x{i}@example.com") for i in range(1, 17)]  # -20%
+    with pytest.raises(sync.SyncAborted, match=r"shrank by 20\.0%"):
+        run(shrunk, deactivate_missing=True)
+    assert list(User.objects.order_by("pk").values_list("username", "email", "is_active")) == before
+    # A larger allowance lets it through.
+    report = run(shrunk, deactivate_missing=True, max_shrink=25)
+    assert report.deactivated == 4
+    # An empty listing is the worst shrink of all.
+    with pytest.raises(sync.SyncAborted):
+        run([], deactivate_missing=True)
+
+
+@override_settings(KEYRUNES=BASE)
+def test_dry_run_writes_nothing_and_predicts_counts() -> None:
+    run([remote(1, "users", "developers")])
+    User.objects.create(username="local")
+    listing = [remote(1, "users", "ops"), remote(2, "users", "ops"), remote(3, username="local")]
+    with CaptureQueriesContext(connection) as ctx:
+        predicted = run(listing, dry_run=True, deactivate_missing=True)
+    assert not any(
+        q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+        for q in ctx.captured_queries
+    )
+    assert predicted.dry_run
+    assert predicted.summary().startswith("Dry run")
+    assert not User.objects.filter(username="user2").exists()
+    assert not Group.objects.filter(name="ops").exists()
+    actual = run(listing, deactivate_missing=True)
+    for name in (
+        "created",
+        "updated",
+        "unchanged",
+        "deactivated",
+        "groups_created",
+        "groups_marked",
+        "memberships_added",
+        "memberships_removed",
+        "refused",
+    ):
+        assert getattr(predicted, name) == getattr(actual, name), name
+    assert actual.refused == {"local_user_exists": 1}
+
+
+@override_settings(KEYRUNES={**BASE, "LINK_EXISTING_USERS": True})
+def test_link_existing_local_user() -> None:
+    local = User.objects.create_user(username="bob", password="local-pass", email="old@x.org")
+    report = run([remote(5, username="bob")])
+    assert report.linked == 1
+    assert report.created == 0
+    local.refresh_from_db()
+    assert local.keyrunes_identity.remote_user_id == 5
+    assert local.email == "bob@example.com"
+    assert not local.has_usable_password()
+
+
+@override_settings(KEYRUNES=BASE)
+def test_username_taken_by_other_identity_is_refused() -> None:
+    run([remote(1, username="carol")])
+    report = sync.sync_users([remote(1, username="carol")], namespace="public", organization_id=1)
+    assert report.unchanged == 1
+    # Another remote id claiming the same username in this namespace.
+    report = run([remote(1, username="carol"), remote(2, username="carol2")])
+    assert report.created == 1
+    report = run([remote(1, username="carol2"), remote(2, username="carol2")])
+    assert report.refused["username_taken"] == 1
+
+
+@override_settings(KEYRUNES={**BASE, "DENY_GROUP": "banned"})
+def test_mapper_refusals_are_counted() -> None:
+    report = run([remote(1, "users"), remote(2, "users", "banned")])
+    assert report.created == 1
+    assert report.refused == {"denied_group": 1}
+    assert "refuse user2 (denied_group)" in report.items
+
+
+@override_settings(
+    KEYRUNES={**BASE, "GROUP_MAP": {"developers": "Dev Team"}, "MIRROR_GROUPS": ["developers"]}
+)
+def test_group_map_and_allow_list() -> None:
+    run([remote(1, "users", "developers")])
+    assert groups_of("user1") == {"Dev Team"}
+    assert MirroredGroup.objects.get(group__name="Dev Team").remote_name == "developers"
+
+
+@override_settings(KEYRUNES={**BASE, "MIRROR_GROUPS": False})
+def test_mirror_groups_off_leaves_memberships_alone() -> None:
+    local = Group.objects.create(name="users")
+    User.objects.create(username="x")
+    run([remote(1, "users")])
+    assert groups_of("user1") == set()
+    assert not MirroredGroup.objects.filter(group=local).exists()
+
+
+@override_settings(KEYRUNES=BASE)
+def test_user_mirrored_signal_sent_for_changes() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def receiver(sender: Any, user: Any, created: bool, **kwargs: Any) -> None:
+        seen.append((user.username, created))
+
+    signals.user_mirrored.connect(receiver)
+    try:
+        run([remote(1)])
+        run([remote(1, email="changed@example.com"), remote(2)])
+    finally:
+        signals.user_mirrored.disconnect(receiver)
+    assert seen == [("user1", True), ("user2", True), ("user1", False)]
+
+
+@override_settings(KEYRUNES=BASE)
+def test_populate_user_receiver_changes_are_saved() -> None:
+    def receiver(sender: Any, user: Any, **kwargs: Any) -> None:
+        user.first_name = "Populated"
+
+    run([remote(1)])
+    signals.populate_user.connect(receiver)
+    try:
+        report = run([remote(1), remote(2)])
+    finally:
+        signals.populate_user.disconnect(receiver)
+    assert report.updated == 1
+    assert set(User.objects.values_list("first_name", flat=True)) == {"Populated"}
+
+
+@override_settings(KEYRUNES=BASE)
+def test_progress_callback() -> None:
+    calls: list[tuple[str, int, int]] = []
+    run([remote(i) for i in range(1, 4)], progress=lambda *a: calls.append(a))
+    assert ("mapping", 3, 3) in calls
+    assert calls[-1] == ("writing", 1, 1)
+
+
+def test_fetch_all_plain_and_paged() -> None:
+    assert sync.fetch_all(lambda page: [1, 2, 3]) == [1, 2, 3]
+    pages = {0: ([1, 2], True), 1: ([3], True), 2: ([], True)}
+    assert sync.fetch_all(lambda page: pages[page]) == [1, 2, 3]
+    assert sync.fetch_all(lambda page: ([1], False)) == [1]
+
+
+# ------------------------------------------------------------------ groups
+
+
+def rg(name: str, group_id: int = 1) -> RemoteGroup:
+    return RemoteGroup(group_id=group_id, organization_id=1, name=name)
+
+
+def run_groups(names: list[str], **kwargs: Any) -> sync.GroupSyncReport:
+    return sync.sync_groups(
+        [rg(n, i) for i, n in enumerate(names)], namespace="public", organization_id=1, **kwargs
+    )
+
+
+@override_settings(KEYRUNES=BASE)
+def test_sync_groups_creates_and_marks() -> None:
+    Group.objects.create(name="developers")  # adopted, like a login would
+    report = run_groups(["users", "developers"])
+    assert (report.created, report.marked, report.unchanged) == (1, 1, 0)
+    assert set(MirroredGroup.objects.values_list("group__name", flat=True)) == {
+        "users",
+        "developers",
+    }
+    report = run_groups(["users", "developers"])
+    assert (report.created, report.marked, report.unchanged) == (0, 0, 2)
+
+
+@override_settings(KEYRUNES=BASE)
+def test_prune_only_mirrored_groups_gone_remotely() -> None:
+    run_groups(["users", "developers", "ops"])
+    Group.objects.create(name="local-only")
+    other = Group.objects.create(name="tenant-group")
+    MirroredGroup.objects.create(group=other, remote_name="tenant-group", namespace="acme")
+    report = run_groups(["users", "developers"])
+    assert report.pruned == 0
+    assert Group.objects.filter(name="ops").exists()
+    report = run_groups(["users", "developers"], prune=True, dry_run=True)
+    assert report.pruned == 1
+    assert Group.objects.filter(name="ops").exists()
+    report = run_groups(["users", "developers"], prune=True)
+    assert report.pruned == 1
+    assert "prune ops (remote ops is gone)" in report.items
+    assert set(Group.objects.values_list("name", flat=True)) == {
+        "users",
+        "developers",
+        "local-only",
+        "tenant-group",
+    }
+    with pytest.raises(sync.SyncAborted, match="empty"):
+        run_groups([], prune=True)
+
+
+@override_settings(
+    KEYRUNES={
+        **BASE,
+        "GROUP_MAP": {"developers": ["Dev", "Engineering"]},
+        "MIRROR_GROUPS": ["developers"],
+    }
+)
+def test_sync_groups_uses_group_map_and_skips_unmirrored() -> None:
+    report = run_groups(["users", "developers"], dry_run=True)
+    assert report.created == 2
+    assert report.skipped == 1
+    assert not Group.objects.exists()
+    report = run_groups(["users", "developers"])
+    assert set(Group.objects.values_list("name", flat=True)) == {"Dev", "Engineering"}
+    assert "skip users (not mirrored by MIRROR_GROUPS/GROUP_MAP)" in report.items
+    assert "1 not mirrored" in report.summary()
