@@ -45,7 +45,9 @@ def make_user(username: str = "alice", **flags: Any) -> Any:
     return get_user_model().objects.create_user(username=username, **flags)
 
 
-def link(user: Any, *, groups: Any = ("users",), namespace: str = "public", remote_id: int = 7) -> None:
+def link(
+    user: Any, *, groups: Any = ("users",), namespace: str = "public", remote_id: int = 7
+) -> None:
     payload: dict[str, Any] = {"username": user.get_username(), "email": "a@example.com"}
     if groups is not None:
         payload["groups"] = list(groups)
@@ -227,7 +229,8 @@ def test_resolve_resource() -> None:
 def test_permission_cache_key_is_hashed_and_distinct() -> None:
     key = permission_cache_key("public", 7, "docs:a b", "read")
     assert key.startswith("keyrunes:perm:")
-    assert " " not in key and len(key) < 100
+    assert " " not in key
+    assert len(key) < 100
     assert key != permission_cache_key("acme", 7, "docs:a b", "read")
     assert key != permission_cache_key("public", 8, "docs:a b", "read")
     assert key != permission_cache_key("public", 7, "docs:a b", "write")
