@@ -1139,3 +1139,87 @@ def test_setting_changed_resets(fresh: None) -> None:
 def test_get_client_requires_base_url(fresh: None) -> None:
     with override_settings(KEYRUNES={}), pytest.raises(ImproperlyConfigured, match="BASE_URL"):
         get_client()
+
+
+# ------------------------------------------------------------------ against the emulator
+
+
+def test_every_route_against_the_emulator(keyrunes: Any, fresh: None) -> None:
+    """The schemas accept what a server speaking the contract really sends."""
+    kr = get_client()
+    assert kr.health().healthy
+    assert kr.health_ready().ready
+    assert kr.health_live().alive
+
+    admin = kr.login("admin@example.com", "Admin123")
+    token = admin.token
+    assert "superadmin" in admin.user.groups
+    assert kr.me(token).user_id == admin.user.user_id
+    assert kr.refresh_token(token).token
+
+    reg = kr.register(email="bob@example.com", username="bob", password="password1")
+    assert reg.user.groups == ["users"]
+    bob = reg.user.user_id
+    assert kr.update_profile(reg.token, username="bobby").username == "bobby"
+    assert kr.change_password(reg.token, "password1", "password2").message
+    forgot = kr.forgot_password("bob@example.com")
+    assert forgot.reset_token
+    assert kr.reset_password(forgot.reset_token, "password3").message
+    assert kr.login("bobby", "password3").user.user_id == bob
+
+    assert kr.org_secret(token).organization_id == 1
+    assert kr.verify_org_key().organization_id == 1
+    assert isinstance(kr.check_permission(bob, "user:1", "read").allowed, bool)
+    assert isinstance(kr.admin_check_permission(token, bob, "docs", "read").has_permission, bool)
+    assert kr.dashboard(token).total_users >= 2
+    assert any(u.user_id == bob for u in kr.list_users(token, org_id=1))
+
+    group = kr.create_group(token, organization_id=1, name="devs", description="d")
+    assert group.name in [g.name for g in kr.list_groups(token, org_id=1)]
+    kr.add_user_to_group(token, bob, group.group_id, org_id=1)
+    assert "devs" in kr.me(kr.login("bobby", "password3").token).groups
+    kr.remove_user_from_group(token, bob, group.group_id, org_id=1)
+
+    policy = kr.create_policy(
+        token,
+        organization_id=1,
+        name="docs_write",
+        resource="docs:*",
+        action="write",
+        effect="Deny",
+    )
+    assert policy.effect == "Deny"
+    assert "docs_write" in [p.name for p in kr.list_policies(token, org_id=1)]
+
+    carol = kr.create_user(
+        token, organization_id=1, email="carol@example.com", username="carol", password="password1"
+    )
+    assert kr.update_user(token, carol.user_id, org_id=1, first_login=False).first_login is False
+    assert kr.reset_user_password(token, carol.user_id, org_id=1).temporary_password
+    assert kr.send_password_reset(token, carol.user_id, org_id=1).message
+    kr.delete_user(token, carol.user_id)
+
+    org = kr.create_organization(token, name="Company X", namespace="company_x")
+    assert org.namespace == "company_x"
+    assert "company_x" in [o.namespace for o in kr.list_organizations(token)]
+    assert kr.rotate_organization_key(token, org.organization_id).secret_key
+    assert kr.rotate_org_secret(token).secret_key
+    kr.delete_organization(token, org.organization_id)
+
+    with pytest.raises(AuthenticationFailed):
+        kr.login("admin@example.com", "wrong-password")
+    with pytest.raises(ValidationFailed):
+        kr.register(email="bob@example.com", username="bob2", password="password1")
+
+
+def test_verify_org_key_defect_against_quirky_emulator() -> None:
+    from keyrunes_django.testing import KeyrunesEmulator
+
+    with KeyrunesEmulator(jwt_secret="q" * 32, server_quirks=True) as quirky:
+        client = KeyrunesClient(quirky.base_url, retries=2, backoff=0.0)
+        with pytest.raises(VerifyOrgKeyDefect):
+            client.verify_org_key(quirky.organization_key(1))
+        assert quirky.requests_to("/api/verify-org-key") == 1
+        with pytest.raises(AuthenticationFailed):
+            client.verify_org_key("00000000-0000-4000-8000-000000000000")
+        client.close()
