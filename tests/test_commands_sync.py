@@ -1,0 +1,269 @@
+"""keyrunes_sync_users / keyrunes_sync_groups against the emulator."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+
+from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
+from keyrunes_django.testing import KeyrunesEmulator
+
+pytestmark = pytest.mark.django_db
+
+SERVICE = {"IDENTITY": "admin@example.com", "PASSWORD": "Admin123"}
+
+
+@pytest.fixture
+def kr(keyrunes: KeyrunesEmulator) -> Iterator[KeyrunesEmulator]:
+    """The emulator, with the seeded superadmin as service account."""
+    with override_settings(KEYRUNES={**settings.KEYRUNES, "SERVICE_ACCOUNT": SERVICE}):
+        yield keyrunes
+
+
+def run(name: str, *args: str, **options: Any) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(name, *args, stdout=out, stderr=err, **options)
+    return out.getvalue(), err.getvalue()
+
+
+def snapshot() -> tuple[list[Any], list[Any], list[Any]]:
+    return (
+        list(User.objects.order_by("pk").values_list("username", "email", "is_active")),
+        list(Group.objects.order_by("name").values_list("name", flat=True)),
+        list(KeyrunesIdentity.objects.order_by("pk").values_list("remote_user_id", "payload")),
+    )
+
+
+# ------------------------------------------------------------------ users
+
+
+def test_sync_users_mirrors_everyone(kr: KeyrunesEmulator) -> None:
+    kr.create_group("developers")
+    alice = kr.create_user("alice", groups=("users", "developers"))
+    kr.create_user("bob")
+    out, _err = run("keyrunes_sync_users")
+    assert "3 remote users: 3 created" in out  # the superadmin too
+    user = User.objects.get(username="alice")
+    assert user.keyrunes_identity.remote_user_id == alice.user_id
+    assert set(user.groups.values_list("name", flat=True)) == {"users", "developers"}
+    assert User.objects.get(username="admin").is_superuser
+
+
+def test_sync_users_verbosity_levels(kr: KeyrunesEmulator) -> None:
+    kr.create_user("alice")
+    out, _ = run("keyrunes_sync_users", verbosity=0)
+    assert out == ""
+    kr.create_user("bob")
+    out, _ = run("keyrunes_sync_users", verbosity=2)
+    assert "create bob" in out
+    assert "Keyrunes listed 3 users" in out
+    out, _ = run("keyrunes_sync_users", verbosity=3)
+    assert "namespace 'public', organization 1" in out
+
+
+def test_sync_users_dry_run_writes_nothing(kr: KeyrunesEmulator) -> None:
+    kr.create_user("alice")
+    out, _ = run("keyrunes_sync_users", "--dry-run", verbosity=2)
+    assert "Dry run" in out
+    assert "would create alice" in out
+    assert not User.objects.exists()
+    assert not Group.objects.exists()
+
+
+@pytest.mark.parametrize("status", [500, 503, 403, 401])
+def test_sync_users_failed_listing_changes_nothing(kr: KeyrunesEmulator, status: int) -> None:
+    kr.create_user("alice")
+    run("keyrunes_sync_users")
+    kr.create_user("bob")
+    before = snapshot()
+    kr.faults.add(r"^/api/admin/users", status=status, times=5)
+    with pytest.raises(CommandError, match="Listing users") as info:
+        run("keyrunes_sync_users", "--deactivate-missing")
+    if status in (401, 403):
+        assert 'KEYRUNES["SERVICE_ACCOUNT"]' in str(info.value)
+    assert snapshot() == before
+
+
+def test_sync_users_malformed_listing_changes_nothing(kr: KeyrunesEmulator) -> None:
+    kr.create_user("alice")
+    run("keyrunes_sync_users")
+    before = snapshot()
+    kr.faults.add(r"^/api/admin/users", malformed=True, times=5)
+    with pytest.raises(CommandError, match="nothing was changed"):
+        run("keyrunes_sync_users", "--deactivate-missing")
+    assert snapshot() == before
+
+
+def test_sync_users_deactivate_missing(kr: KeyrunesEmulator) -> None:
+    users = [kr.create_user(f"user{i}") for i in range(10)]
+    run("keyrunes_sync_users")
+    kr.delete_user(users[0])
+    out, _ = run("keyrunes_sync_users")
+    assert "0 deactivated" in out
+    assert User.objects.get(username="user0").is_active
+    out, _ = run("keyrunes_sync_users", "--deactivate-missing", "--dry-run")
+    assert "1 deactivated" in out
+    assert User.objects.get(username="user0").is_active
+    out, _ = run("keyrunes_sync_users", "--deactivate-missing")
+    assert "1 deactivated" in out
+    assert not User.objects.get(username="user0").is_active
+    assert User.objects.filter(username="user0").exists()
+
+
+def test_sync_users_max_shrink_abort(kr: KeyrunesEmulator) -> None:
+    users = [kr.create_user(f"user{i}") for i in range(9)]
+    run("keyrunes_sync_users")  # 10 active mirrored users with the superadmin
+    for user in users[:2]:
+        kr.delete_user(user)  # -20 %
+    before = snapshot()
+    with pytest.raises(CommandError, match="more than the 10% allowed"):
+        run("keyrunes_sync_users", "--deactivate-missing")
+    assert snapshot() == before
+    out, _ = run("keyrunes_sync_users", "--deactivate-missing", "--max-shrink", "25")
+    assert "2 deactivated" in out
+    # 100 disables the check.
+    kr.reset()
+    run("keyrunes_sync_users", "--max-shrink", "100")
+
+
+def test_sync_users_rejects_bad_max_shrink(kr: KeyrunesEmulator) -> None:
+    with pytest.raises(CommandError, match="between 0 and 100"):
+        run("keyrunes_sync_users", "--max-shrink", "150")
+    with pytest.raises(CommandError, match="not a number"):
+        run("keyrunes_sync_users", "--max-shrink", "lots")
+
+
+def test_sync_users_without_service_account(keyrunes: KeyrunesEmulator) -> None:
+    with pytest.raises(CommandError, match=r'KEYRUNES\["SERVICE_ACCOUNT"\]'):
+        run("keyrunes_sync_users")
+
+
+def test_sync_users_refused_service_account(keyrunes: KeyrunesEmulator) -> None:
+    bad = {**settings.KEYRUNES, "SERVICE_ACCOUNT": {**SERVICE, "PASSWORD": "wrong-password"}}
+    with (
+        override_settings(KEYRUNES=bad),
+        pytest.raises(CommandError, match=r'KEYRUNES\["SERVICE_ACCOUNT"\]'),
+    ):
+        run("keyrunes_sync_users")
+
+
+def test_sync_users_service_account_without_admin_rights(keyrunes: KeyrunesEmulator) -> None:
+    plain = keyrunes.create_user("plain", password="Plain-pass-123")
+    account = {"IDENTITY": plain.username, "PASSWORD": "Plain-pass-123"}
+    with (
+        override_settings(KEYRUNES={**settings.KEYRUNES, "SERVICE_ACCOUNT": account}),
+        pytest.raises(CommandError, match="admin"),
+    ):
+        run("keyrunes_sync_users")
+
+
+def test_sync_users_tenant_organization(kr: KeyrunesEmulator) -> None:
+    org = kr.create_organization("Acme", "acme")
+    kr.create_user("tenant-user", namespace="acme", organization_id=org.organization_id)
+    tenant = {
+        **settings.KEYRUNES,
+        "NAMESPACE": "acme",
+        "SERVICE_ACCOUNT": {**SERVICE, "NAMESPACE": "public"},
+    }
+    with override_settings(KEYRUNES=tenant):
+        out, _ = run("keyrunes_sync_users")
+    record = KeyrunesIdentity.objects.get(user__username="tenant-user")
+    assert (record.namespace, record.organization_id) == ("acme", org.organization_id)
+    assert "1 created" in out
+    with (
+        override_settings(KEYRUNES={**tenant, "NAMESPACE": "nowhere"}),
+        pytest.raises(CommandError, match="No organization has namespace 'nowhere'"),
+    ):
+        run("keyrunes_sync_users")
+
+
+def test_sync_users_progress_on_tty(kr: KeyrunesEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyrunes_django.management.commands import _common
+
+    monkeypatch.setattr(_common.KeyrunesCommand, "_stderr_is_tty", lambda self: True)
+    kr.create_user("alice")
+    _out, err = run("keyrunes_sync_users")
+    assert "mapping: 2/2 (100%)" in err
+    _out, err = run("keyrunes_sync_users", verbosity=0)
+    assert err == ""
+
+
+# ------------------------------------------------------------------ groups
+
+
+def test_sync_groups_creates_marks_and_prunes(kr: KeyrunesEmulator) -> None:
+    kr.create_group("developers")
+    kr.create_group("ops")
+    Group.objects.create(name="local-only")
+    out, _ = run("keyrunes_sync_groups", verbosity=2)
+    assert "create developers" in out
+    names = set(MirroredGroup.objects.values_list("group__name", flat=True))
+    assert {"developers", "ops", "users", "superadmin"} <= names
+    assert "local-only" not in names
+
+    # "ops" disappears remotely (the emulator has no delete route: drop it from state).
+    with kr.state.lock:
+        ns = kr.state.namespace("public")
+        group = ns.group_by_name("ops")
+        assert group is not None
+        del ns.groups[group.group_id]
+    out, _ = run("keyrunes_sync_groups")
+    assert "0 pruned" in out
+    assert Group.objects.filter(name="ops").exists()
+    out, _ = run("keyrunes_sync_groups", "--prune", "--dry-run", verbosity=2)
+    assert "would prune ops" in out
+    assert Group.objects.filter(name="ops").exists()
+    out, _ = run("keyrunes_sync_groups", "--prune")
+    assert "1 pruned" in out
+    assert not Group.objects.filter(name="ops").exists()
+    assert Group.objects.filter(name="local-only").exists()
+
+
+def test_sync_groups_dry_run_writes_nothing(kr: KeyrunesEmulator) -> None:
+    out, _ = run("keyrunes_sync_groups", "--dry-run")
+    assert out.startswith("Dry run")
+    assert not Group.objects.exists()
+    assert not MirroredGroup.objects.exists()
+
+
+def test_sync_groups_failed_listing(kr: KeyrunesEmulator) -> None:
+    run("keyrunes_sync_groups")
+    before = snapshot()
+    kr.faults.add(r"^/api/admin/groups", status=503, times=5)
+    with pytest.raises(CommandError, match="Listing groups"):
+        run("keyrunes_sync_groups", "--prune")
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        (
+            "keyrunes_sync_users",
+            [
+                "--dry-run",
+                "--deactivate-missing",
+                "--max-shrink",
+                "--organization-id",
+                "--verbosity",
+            ],
+        ),
+        ("keyrunes_sync_groups", ["--dry-run", "--prune", "--organization-id", "--verbosity"]),
+    ],
+)
+def test_help_mentions_every_flag(command: str, flags: list[str]) -> None:
+    from django.core.management import load_command_class
+
+    parser = load_command_class("keyrunes_django", command).create_parser("manage.py", command)
+    text = parser.format_help()
+    for flag in flags:
+        assert flag in text
+    assert "Exit status" in text
