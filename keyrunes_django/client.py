@@ -249,7 +249,7 @@ class KeyrunesClient:
             raise ImproperlyConfigured("KEYRUNES['BASE_URL'] is not set.")
         return cls(
             str(base_url),
-            timeout=s.timeout,
+            timeout=s.raw("TIMEOUT"),
             retries=int(s.RETRIES),
             backoff=float(s.BACKOFF),
             verify_ssl=s.VERIFY_SSL,
@@ -779,7 +779,7 @@ def _settings_fingerprint() -> tuple[Any, ...]:
     verify = s.VERIFY_SSL
     return (
         s.BASE_URL,
-        s.timeout,
+        repr(s.raw("TIMEOUT")),
         s.RETRIES,
         s.BACKOFF,
         verify if isinstance(verify, (bool, str)) else repr(verify),

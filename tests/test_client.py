@@ -1223,3 +1223,11 @@ def test_verify_org_key_defect_against_quirky_emulator() -> None:
         with pytest.raises(AuthenticationFailed):
             client.verify_org_key("00000000-0000-4000-8000-000000000000")
         client.close()
+
+
+def test_get_client_bad_timeout_is_improperly_configured(fresh: None) -> None:
+    with (
+        override_settings(KEYRUNES={"BASE_URL": "https://a.example.com", "TIMEOUT": None}),
+        pytest.raises(ImproperlyConfigured, match="timeout"),
+    ):
+        get_client()
