@@ -204,12 +204,13 @@ def is_admin(user_or_request: Any) -> bool:
 def resolve_resource(template: str, context: Mapping[str, Any] | None) -> str:
     """Fill ``{placeholders}`` of a resource template from ``context``.
 
-    A template without placeholders is returned as is. A missing key raises
-    :class:`KeyError`, which callers turn into a denial.
+    A template without braces is returned as is (write ``{{``/``}}`` for
+    literal braces). A missing key raises :class:`KeyError`, which
+    :func:`has_permission` turns into a denial.
     """
-    if not context or "{" not in template:
+    if "{" not in template and "}" not in template:
         return template
-    return template.format_map(context)
+    return template.format_map(context or {})
 
 
 def permission_cache_key(namespace: str, user_id: int, resource: str, action: str) -> str:

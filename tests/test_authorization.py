@@ -222,6 +222,9 @@ def test_resolve_resource() -> None:
     assert resolve_resource("docs:{pk}", {"pk": 5}) == "docs:5"
     assert resolve_resource("docs:{obj.pk}", {"obj": type("O", (), {"pk": 9})()}) == "docs:9"
     assert resolve_resource("plain", {"pk": 5}) == "plain"
+    assert resolve_resource("set:{{a}}", None) == "set:{a}"
+    with pytest.raises(KeyError):
+        resolve_resource("docs:{pk}", None)
     with pytest.raises(KeyError):
         resolve_resource("docs:{pk}", {"other": 1})
 
