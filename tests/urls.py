@@ -13,3 +13,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
 from tests import views_authorization  # noqa: E402
 
 urlpatterns += views_authorization.urlpatterns
+
+# Login backend: LoginView, an admin site with the Keyrunes login form, a protected page.
+from tests import views_backend  # noqa: E402
+
+urlpatterns += views_backend.urlpatterns
