@@ -605,3 +605,9 @@ def test_custom_user_model_suite() -> None:
     assert result.returncode == 0, output
     assert " passed" in output
     assert "skipped" not in output
+
+
+def test_logins_by_other_means_store_no_token(keyrunes: KeyrunesEmulator) -> None:
+    client = Client()
+    client.force_login(User.objects.create_user("localonly"), backend=None)
+    assert SESSION_TOKEN_KEY not in client.session

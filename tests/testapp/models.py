@@ -33,8 +33,12 @@ class EmailUser(AbstractBaseUser, PermissionsMixin):
     full_name = models.CharField(max_length=150, blank=True)
     is_staff = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
-    groups = models.ManyToManyField(Group, blank=True, related_name="email_users")
-    user_permissions = models.ManyToManyField(Permission, blank=True, related_name="email_users")
+    groups = models.ManyToManyField(  # type: ignore[assignment]
+        Group, blank=True, related_name="email_users"
+    )
+    user_permissions = models.ManyToManyField(  # type: ignore[assignment]
+        Permission, blank=True, related_name="email_users"
+    )
 
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"
