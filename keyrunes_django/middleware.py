@@ -47,6 +47,7 @@ from keyrunes_django.tokens import (
     fail_open,
     parse_authorization_header,
     peek_token_user,
+    read_bearer,
 )
 
 __all__ = ["KeyrunesAuthenticationMiddleware", "KeyrunesSessionRefreshMiddleware"]
@@ -145,7 +146,7 @@ class KeyrunesAuthenticationMiddleware:
         """Authenticate ``request`` in place; a response means it is refused."""
         request.keyrunes = None  # type: ignore[attr-defined]
         try:
-            token = parse_authorization_header(request.META.get("HTTP_AUTHORIZATION"))
+            token = read_bearer(request.META.get("HTTP_AUTHORIZATION"), request=request)
             if token is not None:
                 user, identity = authenticate_token_user(token, request=request)
                 _authenticated(request, user, identity)

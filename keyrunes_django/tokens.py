@@ -67,6 +67,7 @@ __all__ = [
     "fail_open",
     "parse_authorization_header",
     "parse_organization_key_header",
+    "read_bearer",
     "verify_remote",
 ]
 
@@ -141,6 +142,15 @@ def parse_authorization_header(value: str | None) -> str | None:
     if len(parts) > 2 or _B64TOKEN.fullmatch(parts[1]) is None:
         raise _invalid("malformed")
     return parts[1]
+
+
+def read_bearer(value: str | None, *, request: HttpRequest | None = None) -> str | None:
+    """:func:`parse_authorization_header`, with a refusal logged and signalled."""
+    try:
+        return parse_authorization_header(value)
+    except InvalidToken as err:
+        _rejected(err, credential_hash((value or "")[:MAX_CREDENTIAL_LENGTH]), "token", request)
+        raise
 
 
 def parse_organization_key_header(value: str | None) -> str | None:

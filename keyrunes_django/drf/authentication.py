@@ -32,7 +32,7 @@ from keyrunes_django.tokens import (
     authenticate_organization_key,
     authenticate_token_user,
     fail_open,
-    parse_authorization_header,
+    read_bearer,
 )
 
 __all__ = [
@@ -108,7 +108,8 @@ class KeyrunesTokenAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, VerifiedIdentity] | None:
         django_request = request._request
         try:
-            token = parse_authorization_header(django_request.META.get("HTTP_AUTHORIZATION"))
+            header = django_request.META.get("HTTP_AUTHORIZATION")
+            token = read_bearer(header, request=django_request)
             if token is None:
                 return None
             return authenticate_token_user(token, request=django_request)
