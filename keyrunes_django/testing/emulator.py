@@ -39,7 +39,7 @@ import jwt
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from keyrunes_django.testing import factories
-from keyrunes_django.testing.app import DEFAULT_JWT_SECRET, TOKEN_LIFETIME, KeyrunesApp
+from keyrunes_django.testing.app import DEFAULT_JWT_SECRET, ISSUER, TOKEN_LIFETIME, KeyrunesApp
 from keyrunes_django.testing.faults import FaultInjector, RequestLog, RequestRecord
 from keyrunes_django.testing.state import (
     DEFAULT_NAMESPACE,
@@ -403,7 +403,7 @@ class KeyrunesEmulator:
         first_login: bool = False,
     ) -> EmulatedUser:
         username = username or factories.unique_username()
-        email = email or factories.unique_email(username)
+        email = email or factories.unique_email()
         password = password or factories.strong_password()
         with self.state.lock:
             user = _add_user(
@@ -546,40 +546,34 @@ class KeyrunesEmulator:
         """A token signed like the server's, with the user's current groups.
 
         ``claim_overrides`` replace or add claims (e.g. ``groups=[...]``,
-        ``namespace="x"``); ``issued_at`` back-dates it (with ``lifetime`` it
-        makes expired tokens).
+        ``namespace="x"``, ``exp=...``); an override of ``None`` removes the
+        claim. ``issued_at`` back-dates the token (with ``lifetime`` it makes
+        expired tokens).
         """
         groups: list[str] = list(user.groups)
         with self.state.lock:
             ns = self.state.namespaces.get(user.namespace)
             if ns is not None and user.user_id in ns.users:
                 groups = ns.group_names(user.user_id)
-        claims: dict[str, Any] = {
+        if isinstance(issued_at, datetime):
+            iat = int(issued_at.timestamp())
+        elif issued_at is not None:
+            iat = int(issued_at)
+        else:
+            iat = int(time.time())
+        payload: dict[str, Any] = {
             "sub": str(user.user_id),
             "email": user.email,
             "username": user.username,
             "groups": groups,
             "namespace": user.namespace,
             "organization_id": user.organization_id,
+            "exp": iat + lifetime,
+            "iat": iat,
+            "iss": ISSUER,
         }
-        if isinstance(issued_at, datetime):
-            iat: int | None = int(issued_at.timestamp())
-        elif issued_at is not None:
-            iat = int(issued_at)
-        else:
-            iat = None
-        exp_override = claim_overrides.pop("exp", None)
-        iat_override = claim_overrides.pop("iat", None)
-        claims.update(claim_overrides)
-        token = self.app.sign(claims, lifetime=lifetime, issued_at=iat)
-        if exp_override is None and iat_override is None:
-            return token
-        # Explicit exp/iat: re-sign the payload with them.
-        payload = jwt.decode(token, options={"verify_signature": False})
-        if exp_override is not None:
-            payload["exp"] = exp_override
-        if iat_override is not None:
-            payload["iat"] = iat_override
+        payload.update(claim_overrides)
+        payload = {key: value for key, value in payload.items() if value is not None}
         return jwt.encode(payload, self.jwt_secret, algorithm="HS256", headers={"typ": "JWT"})
 
     def expired_token(self, user: EmulatedUser, *, age: int = TOKEN_LIFETIME + 60) -> str:

@@ -57,7 +57,7 @@ def user_payload(**overrides: Any) -> dict[str, Any]:
     """``email``, ``username``, ``password`` (unique), merged with ``overrides``."""
     username = overrides.pop("username", None) or unique_username()
     payload: dict[str, Any] = {
-        "email": unique_email(username),
+        "email": unique_email(),
         "username": username,
         "password": strong_password(),
     }
