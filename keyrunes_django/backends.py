@@ -26,6 +26,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
+from django.views.decorators.debug import sensitive_variables
 
 from keyrunes_django import signals, throttling
 from keyrunes_django.audit import client_ip
@@ -116,6 +117,7 @@ class KeyrunesBackend(ModelBackend):
                 return value
         return None
 
+    @sensitive_variables("password")
     def authenticate(  # type: ignore[override]
         self,
         request: HttpRequest | None,
@@ -189,6 +191,7 @@ class KeyrunesBackend(ModelBackend):
         )
         return user
 
+    @sensitive_variables("password")
     async def aauthenticate(  # type: ignore[override]
         self,
         request: HttpRequest | None,
