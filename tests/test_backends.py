@@ -611,3 +611,14 @@ def test_logins_by_other_means_store_no_token(keyrunes: KeyrunesEmulator) -> Non
     client = Client()
     client.force_login(User.objects.create_user("localonly"), backend=None)
     assert SESSION_TOKEN_KEY not in client.session
+
+
+def test_drf_session_authentication_sees_the_login(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    client = Client()
+    assert client.get("/backend/drf-whoami/").status_code == 403
+    assert client.login(username=keyrunes_user.username, password=keyrunes_user.password)
+    response = client.get("/backend/drf-whoami/")
+    assert response.status_code == 200
+    assert response.json() == {"username": keyrunes_user.username}

@@ -8,6 +8,11 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, JsonResponse
 from django.urls import URLPattern, URLResolver, path
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from keyrunes_django.forms import KeyrunesAdminAuthenticationForm, KeyrunesAuthenticationForm
 
@@ -26,6 +31,14 @@ def whoami(request: HttpRequest) -> JsonResponse:
     )
 
 
+class DrfWhoAmI(APIView):
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request) -> Response:
+        return Response({"username": request.user.get_username()})
+
+
 urlpatterns: list[URLPattern | URLResolver] = [
     path(
         "backend/login/",
@@ -42,5 +55,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="backend-plain-login",
     ),
     path("backend/whoami/", whoami, name="backend-whoami"),
+    path("backend/drf-whoami/", DrfWhoAmI.as_view(), name="backend-drf-whoami"),
     path("backend-admin/", backend_admin_site.urls),
 ]
