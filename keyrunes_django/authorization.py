@@ -65,10 +65,6 @@ def get_user(request_or_user: Any) -> Any:
 def _identity_from_user(user: Any) -> VerifiedIdentity | None:
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    if isinstance(user, OrganizationPrincipal) or isinstance(
-        getattr(user, "principal", None), OrganizationPrincipal
-    ):
-        return None
     memo = getattr(user, _MEMO_ATTR, None)
     if isinstance(memo, VerifiedIdentity):
         return memo
@@ -341,6 +337,7 @@ def has_permission(
     if ttl > 0:
         _cache_set(key, allowed, ttl)
     if not allowed:
-        logger.info("permission denied by policy for user %s on %s/%s",
-                    identity.user_id, resource, action)
+        logger.info(
+            "permission denied by policy for user %s on %s/%s", identity.user_id, resource, action
+        )
     return allowed

@@ -159,9 +159,7 @@ def check_admin(request: HttpRequest) -> Refusal | None:
 def check_permission(
     request: HttpRequest, resource: str, action: str, context: Mapping[str, Any] | None
 ) -> Refusal | None:
-    refusal = _anonymous(request)
-    if refusal is not None:
-        return refusal
+    # Callers refuse anonymous requests first (see _anonymous).
     if has_permission(request, resource, action, context):
         return None
     return Refusal(False, f"Permission {action!r} on {resource!r} is required.")

@@ -297,3 +297,157 @@ class TestHasPermissionWithoutServer:
         monkeypatch.setattr(authorization, "_ask_server", lambda *a: False)
         assert not has_permission(identity(), "docs:*", "read")
         assert caches["default"].get(key) is False
+
+
+# ------------------------------------------------ has_permission, remote variants
+
+
+@pytest.mark.django_db
+class TestRemoteVariants:
+    @pytest.fixture
+    def editor(self, keyrunes: Any) -> Any:
+        keyrunes.create_group("editors")
+        keyrunes.create_policy("docs_read", "docs:*", "read")
+        keyrunes.attach_policy("docs_read", group="editors")
+        user = keyrunes.create_user(groups=("users", "editors"))
+        return VerifiedIdentity(
+            user_id=user.user_id,
+            username=user.username,
+            email=user.email,
+            namespace="public",
+            organization_id=1,
+            groups=("users", "editors"),
+        )
+
+    @staticmethod
+    def settings_for(kr: Any, **extra: Any) -> dict[str, Any]:
+        return {
+            "BASE_URL": kr.base_url,
+            "JWT_SECRET": kr.jwt_secret,
+            "RETRIES": 0,
+            "SERVICE_ACCOUNT": {"IDENTITY": "admin@example.com", "PASSWORD": "Admin123"},
+            **extra,
+        }
+
+    def test_organization_key_route(self, keyrunes: Any, editor: VerifiedIdentity) -> None:
+        keyrunes.reset_counters()
+        assert has_permission(editor, "docs:1", "read")
+        assert has_permission(editor, "docs:1", "read")
+        assert not has_permission(editor, "docs:1", "write")
+        assert keyrunes.requests_to("/api/check-permission") == 2
+        assert keyrunes.requests_to("/api/admin/check-permission") == 0
+
+    def test_admin_route_without_organization_key(
+        self, keyrunes: Any, editor: VerifiedIdentity
+    ) -> None:
+        with override_settings(KEYRUNES=self.settings_for(keyrunes)):
+            keyrunes.reset_counters()
+            assert has_permission(editor, "docs:1", "read")
+            assert has_permission(editor, "docs:1", "read")
+            assert not has_permission(editor, "other", "read")
+        assert keyrunes.requests_to("/api/admin/check-permission") == 2
+        assert keyrunes.requests_to("/api/check-permission") == 0
+
+    def test_admin_route_refuses_another_namespace(
+        self, keyrunes: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        keyrunes.create_organization("Acme", "acme")
+        member = keyrunes.create_user(namespace="acme", groups=("users",))
+        tenant_identity = identity(namespace="acme", user_id=member.user_id)
+        caplog.set_level(logging.INFO, LOGGER)
+        # The service account logs into public, where the admin route would answer
+        # about public's user with the same id: refused before asking.
+        settings_value = self.settings_for(keyrunes, NAMESPACE="acme")
+        settings_value["SERVICE_ACCOUNT"] = {
+            **settings_value["SERVICE_ACCOUNT"],
+            "NAMESPACE": "public",
+        }
+        with override_settings(KEYRUNES=settings_value):
+            keyrunes.reset_counters()
+            assert not has_permission(tenant_identity, "docs:1", "read")
+        assert "service account's namespace 'public'" in caplog.text
+        assert keyrunes.requests_to("/api/admin/check-permission") == 0
+
+    def test_cache_ttl_zero_asks_every_time(
+        self, keyrunes: Any, editor: VerifiedIdentity
+    ) -> None:
+        from django.conf import settings
+
+        with override_settings(KEYRUNES={**settings.KEYRUNES, "PERMISSION_CACHE_TTL": 0}):
+            keyrunes.reset_counters()
+            assert has_permission(editor, "docs:1", "read")
+            assert has_permission(editor, "docs:1", "read")
+        assert keyrunes.requests_to("/api/check-permission") == 2
+
+    def test_answer_is_cached_for_the_ttl(
+        self, keyrunes: Any, editor: VerifiedIdentity, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        stored: list[tuple[str, Any, int]] = []
+        cache = caches["default"]
+        real_set = cache.set
+
+        def spy(key: str, value: Any, timeout: Any = None) -> None:
+            stored.append((key, value, timeout))
+            real_set(key, value, timeout)
+
+        monkeypatch.setattr(cache, "set", spy)
+        assert has_permission(editor, "docs:1", "read")
+        key = permission_cache_key("public", editor.user_id, "docs:1", "read")
+        assert stored == [(key, True, 60)]
+
+    def test_user_not_in_the_organization_is_denied(self, keyrunes: Any) -> None:
+        # user id 999 does not exist on the server: 404 -> deny
+        assert not has_permission(identity(user_id=999), "docs:1", "read")
+
+    def test_non_boolean_answer_denies(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        class Answer:
+            allowed = "yes"
+
+        class FakeClient:
+            def check_permission(self, *args: Any, **kwargs: Any) -> Answer:
+                return Answer()
+
+        import keyrunes_django.client as client_module
+
+        monkeypatch.setattr(client_module, "get_client", lambda: FakeClient())
+        caplog.set_level(logging.INFO, LOGGER)
+        with override_settings(
+            KEYRUNES={"BASE_URL": "http://127.0.0.1:9", "ORGANIZATION_KEY": "k"}
+        ):
+            assert not has_permission(identity(), "docs:1", "read")
+        assert "non-boolean" in caplog.text
+
+
+def test_token_namespace_of_garbage_is_unknown() -> None:
+    assert authorization._token_namespace("not-a-jwt") is None
+
+
+@pytest.mark.django_db
+def test_mirror_without_organization_id(rf: RequestFactory) -> None:
+    user = make_user()
+    KeyrunesIdentity.objects.create(
+        user=user, namespace="public", remote_user_id=3, organization_id=None,
+        payload={"organization_id": 4, "groups": ["users"]},
+    )
+    found = get_identity(get_user_model().objects.get(pk=user.pk))
+    assert isinstance(found, VerifiedIdentity)
+    assert found.organization_id == 4
+    other = make_user("bob")
+    KeyrunesIdentity.objects.create(
+        user=other, namespace="public", remote_user_id=5, organization_id=None, payload=[]
+    )
+    found = get_identity(get_user_model().objects.get(pk=other.pk))
+    assert isinstance(found, VerifiedIdentity)
+    assert found.organization_id == 0
+    assert found.groups == ()
+
+
+def test_request_whose_user_is_an_organization(rf: RequestFactory) -> None:
+    request = rf.get("/")
+    org = OrganizationPrincipal(organization_id=5)
+    request.user = org  # type: ignore[assignment]
+    assert get_identity(request) is org
+    assert is_authenticated(request, allow_organization=True)
+    assert not is_authenticated(request)

@@ -264,3 +264,9 @@ class TestDiffAndApply:
             diff = compute_policy_diff(organization_id=empty.organization_id)
         assert not diff.has_differences
         assert "0 missing, 0 changed, 0 undeclared, 0 unchanged." in diff.format_report()
+
+
+def test_default_organization_of_an_unreadable_token() -> None:
+    from keyrunes_django.policies import _default_organization_id
+
+    assert _default_organization_id("not-a-jwt") == 1
