@@ -218,13 +218,23 @@ class UserMapper:
             if value is not None and flag in model_fields
         }
 
-    def stored_payload(self, identity: VerifiedIdentity) -> dict[str, Any]:
-        """The remote payload as kept on :class:`KeyrunesIdentity` (without per-token fields)."""
-        return {
-            key: value
+    def stored_payload(
+        self, identity: VerifiedIdentity, previous: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The remote data kept on :class:`KeyrunesIdentity`.
+
+        The new payload is merged over the ``previous`` one, without the
+        per-token ``exp``/``iat``: a login answer, a token's claims and an
+        ``/api/me`` answer carry different keys, and alternating between them
+        must not turn every request into a write.
+        """
+        merged = dict(previous or {})
+        merged.update(
+            (key, value)
             for key, value in identity.payload.items()
             if key not in _VOLATILE_PAYLOAD_KEYS
-        }
+        )
+        return merged
 
     # ------------------------------------------------------------------ writes
 
@@ -394,7 +404,7 @@ class UserMapper:
         self, record: KeyrunesIdentity, identity: VerifiedIdentity, changed: bool
     ) -> bool:
         dirty: set[str] = set()
-        payload = self.stored_payload(identity)
+        payload = self.stored_payload(identity, record.payload)
         if record.organization_id != identity.organization_id:
             record.organization_id = identity.organization_id
             dirty.add("organization_id")

@@ -307,9 +307,8 @@ def test_payload_without_groups_changes_no_membership_or_flag() -> None:
     assert mapper.flags(identity) == {}
     with CaptureQueriesContext(connection) as ctx:
         result = mapper.mirror(identity)
-    # Only the stored payload changes (it lacks "groups" now).
-    assert [sql.split()[0].upper() for sql in writes(ctx)] == ["UPDATE"]
-    assert "keyrunes_django_keyrunesidentity" in writes(ctx)[0]
+    assert writes(ctx) == []
+    assert not result.changed
     assert group_names(user) == {"users", "superadmin"}
     assert User.objects.get(pk=user.pk).is_superuser
     assert not result.created
@@ -607,3 +606,28 @@ def test_names_helper() -> None:
     assert names(["a", "b", "a"]) == frozenset({"a", "b"})
     with pytest.raises(ImproperlyConfigured):
         names(3)
+
+
+def test_payloads_of_different_sources_are_merged() -> None:
+    login = make_identity(first_login=False)
+    token = VerifiedIdentity(
+        user_id=7,
+        username="alice",
+        email="alice@example.com",
+        namespace="public",
+        organization_id=1,
+        groups=("users",),
+        source="token",
+        payload={"sub": "7", "iss": "keyrunes", "groups": ["users"], "exp": 5, "iat": 1},
+    )
+    get_mapper().mirror(login)
+    assert get_mapper().mirror(token).changed  # new keys arrive once
+    payload = KeyrunesIdentity.objects.get().payload
+    assert payload["sub"] == "7"
+    assert payload["first_login"] is False
+    assert "exp" not in payload
+    # From now on, alternating sources writes nothing.
+    for identity in (login, token, login):
+        with CaptureQueriesContext(connection) as ctx:
+            assert not get_mapper().mirror(identity).changed
+        assert writes(ctx) == []
