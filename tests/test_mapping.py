@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
 
 from keyrunes_django import signals
@@ -631,3 +631,21 @@ def test_payloads_of_different_sources_are_merged() -> None:
         with CaptureQueriesContext(connection) as ctx:
             assert not get_mapper().mirror(identity).changed
         assert writes(ctx) == []
+
+
+def test_concurrent_link_of_an_existing_user_uses_the_winner(settings: Any) -> None:
+    configure(settings, LINK_EXISTING_USERS=True)
+    local = User.objects.create_user("alice", password="pw-local")
+    mapper = get_mapper()
+    # What the other request committed between our check and our insert.
+    winner = KeyrunesIdentity(user=local, namespace="public", remote_user_id=7, organization_id=1)
+    lookups = iter([None, winner])
+
+    with (
+        mock.patch.object(mapper, "_new_record", side_effect=IntegrityError("duplicate key")),
+        mock.patch.object(mapper, "_find_record", side_effect=lambda identity: next(lookups)),
+        mock.patch.object(mapper, "_update_record", return_value=False),
+    ):
+        result = mapper.mirror(make_identity())
+    assert result.user.pk == local.pk
+    assert not result.created
