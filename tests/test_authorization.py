@@ -451,3 +451,39 @@ def test_request_whose_user_is_an_organization(rf: RequestFactory) -> None:
     assert get_identity(request) is org
     assert is_authenticated(request, allow_organization=True)
     assert not is_authenticated(request)
+
+
+@pytest.mark.django_db
+def test_tenant_policy_check_works_unless_the_server_quirk_answers_500(
+    keyrunes: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    acme = keyrunes.create_organization("Acme", "acme")
+    keyrunes.create_policy("acme_docs", "docs:*", "read", namespace="acme")
+    member = keyrunes.create_user(
+        namespace="acme", organization_id=acme.organization_id, groups=("users",)
+    )
+    keyrunes.attach_policy("acme_docs", user=member)
+    tenant_user = VerifiedIdentity(
+        user_id=member.user_id,
+        username=member.username,
+        email=member.email,
+        namespace="acme",
+        organization_id=acme.organization_id,
+        groups=("users",),
+    )
+    tenant_settings = {
+        "BASE_URL": keyrunes.base_url,
+        "NAMESPACE": "acme",
+        "ORGANIZATION_KEY": keyrunes.organization_key(acme.organization_id),
+        "RETRIES": 0,
+    }
+    caplog.set_level(logging.INFO, LOGGER)
+    with override_settings(KEYRUNES=tenant_settings):
+        assert has_permission(tenant_user, "docs:1", "read")
+        caches["default"].clear()
+        keyrunes.server_quirks = True
+        try:
+            assert not has_permission(tenant_user, "docs:1", "read")
+        finally:
+            keyrunes.server_quirks = False
+    assert "policy check failed" in caplog.text
