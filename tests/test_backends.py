@@ -622,3 +622,38 @@ def test_drf_session_authentication_sees_the_login(
     response = client.get("/backend/drf-whoami/")
     assert response.status_code == 200
     assert response.json() == {"username": keyrunes_user.username}
+
+
+def test_mapping_settings_over_http(keyrunes: KeyrunesEmulator, settings: Any) -> None:
+    for name in ("editors", "ops", "noise"):
+        keyrunes.create_group(name)
+    remote = keyrunes.create_user("dora", groups=("users", "editors", "ops", "noise"))
+    User.objects.create_user("dora", email="old@local", password="local-pass-123")
+    configure(
+        settings,
+        USER_ATTR_MAP={"username": "username", "email": "email", "last_name": "external_id"},
+        GROUP_MAP={"editors": ["Editors", "Writers"]},
+        MIRROR_GROUPS=["users", "ops", "noise"],
+        MIRROR_GROUPS_EXCEPT=["noise"],
+        FLAGS_BY_GROUP={"is_staff": "ops"},
+        ALWAYS_UPDATE_USER=False,
+        LINK_EXISTING_USERS=True,
+    )
+
+    user = authenticate(username=remote.username, password=remote.password)
+
+    assert user is not None
+    user = User.objects.get(pk=user.pk)
+    assert not user.has_usable_password()
+    assert user.is_staff
+    assert not user.is_superuser
+    # Linked, not created: with ALWAYS_UPDATE_USER off the mapped fields stay local.
+    assert user.email == "old@local"
+    assert user.last_name == ""
+    assert set(user.groups.values_list("name", flat=True)) == {"users", "ops", "Editors", "Writers"}
+
+    configure(settings, ALWAYS_UPDATE_USER=True)
+    authenticate(username=remote.username, password=remote.password)
+    user = User.objects.get(pk=user.pk)
+    assert user.email == remote.email
+    assert user.last_name == remote.external_id
