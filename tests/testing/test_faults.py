@@ -63,7 +63,7 @@ def test_fault_malformed(api: Api, keyrunes: KeyrunesEmulator) -> None:
     response = api.post("/api/login", json={})
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
-    with pytest.raises(ValueError, match="Unterminated|Expecting"):
+    with pytest.raises(ValueError, match=r"Unterminated|Expecting"):
         response.json()
 
 
