@@ -80,7 +80,7 @@ def is_api_request(request: HttpRequest) -> bool:
     if meta.get("HTTP_X_REQUESTED_WITH") == "XMLHttpRequest":
         return True
     accept = str(meta.get("HTTP_ACCEPT", "")).lower()
-    if ("application/json" in accept or "+json" in accept) and "text/html" not in accept:
+    if "json" in accept and "text/html" not in accept:
         return True
     prefixes = keyrunes_settings.API_PATH_PREFIXES or ()
     if isinstance(prefixes, str):
