@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.cache import caches
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import FieldError, ObjectDoesNotExist
 
 from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
@@ -116,7 +116,8 @@ def _mirrored_group_names(user: Any) -> tuple[str, ...]:
             "keyrunes_mirror__remote_name", flat=True
         )
         return tuple(sorted(str(n) for n in names))
-    except Exception:
+    except (AttributeError, FieldError):
+        # A custom user model without Django groups has no mirrored groups.
         logger.debug("mirrored groups unavailable for user %s", getattr(user, "pk", None))
         return ()
 

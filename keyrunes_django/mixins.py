@@ -48,6 +48,9 @@ class KeyrunesAccessMixin(AccessMixin):
         raise NotImplementedError
 
     def handle_keyrunes_refusal(self, request: HttpRequest, refusal: Refusal) -> HttpResponseBase:
+        custom = self.get_permission_denied_message()
+        if custom and not refusal.anonymous:
+            refusal = Refusal(False, str(custom))
         return refuse(
             request,
             refusal,

@@ -487,3 +487,7 @@ def test_tenant_policy_check_works_unless_the_server_quirk_answers_500(
         finally:
             keyrunes.server_quirks = False
     assert "policy check failed" in caplog.text
+
+
+def test_user_model_without_groups_has_no_mirrored_groups() -> None:
+    assert authorization._mirrored_group_names(object()) == ()

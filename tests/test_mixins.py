@@ -108,3 +108,20 @@ def principals_identity() -> Any:
         user_id=1, username="u", email="u@example.com", namespace="public", organization_id=1,
         groups=("users",),
     )
+
+
+def test_permission_denied_message_overrides_the_refusal() -> None:
+    from django.core.exceptions import PermissionDenied
+
+    from tests.views_authorization import AdminView
+
+    class Custom(AdminView):
+        permission_denied_message = "Admins only, sorry."
+
+    request: Any = RequestFactory().get("/")
+    request.user = AnonymousUser()
+    request.keyrunes = principals_identity()
+    with pytest.raises(PermissionDenied, match="Admins only, sorry"):
+        Custom.as_view()(request)
+    with pytest.raises(PermissionDenied, match="administrator access"):
+        AdminView.as_view()(request)
