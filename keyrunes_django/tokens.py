@@ -134,6 +134,10 @@ def parse_authorization_header(value: str | None) -> str | None:
         raise _invalid("header_too_large")
     if not value.isascii():
         raise _invalid("malformed")
+    if value.startswith("Bearer "):  # the common case, without splitting
+        token = value[7:]
+        if _B64TOKEN.fullmatch(token) is not None:
+            return token
     parts = value.split()
     if not parts or parts[0].lower() != "bearer":
         return None

@@ -1,0 +1,366 @@
+"""Per-request cost of Keyrunes request authentication, against no auth and simplejwt.
+
+Run with ``make bench`` (``scripts/bench.sh``). One process, one machine:
+
+* the same trivial DRF view (``APIView`` returning ``{"ok": true}``) is called
+  through ``RequestFactory`` + the view, a fresh request each time, with
+  (a) no authentication, (b) keyrunes local mode, warm, (c) keyrunes remote
+  mode, warm, (d) keyrunes remote mode, cold (first request per token:
+  ``/api/me`` on the emulator over loopback + mirror), (e) simplejwt's
+  ``JWTAuthentication`` (HS256 + one user query);
+* variants are interleaved in shuffled order over many rounds and the median
+  round is reported, to cut noise from other processes;
+* remote calls per 10,000 requests over 100 distinct tokens are counted on the
+  emulator, sequentially and from 4 threads at once (single-flight);
+* the per-process LRU is filled with 1,000,000 distinct tokens' entries and
+  its size and memory (tracemalloc) are reported.
+
+Exit status 1 if a target fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECRET = "bench-secret-" + "x" * 40
+DISTINCT_TOKENS = 100
+
+
+def configure(db_path: str) -> None:
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        SECRET_KEY="bench-only",
+        DEBUG=False,
+        USE_TZ=True,
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF=__name__,
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "rest_framework",
+            "keyrunes_django",
+        ],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db_path}},
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        KEYRUNES={"BASE_URL": "http://127.0.0.1:9", "JWT_SECRET": SECRET, "RETRIES": 0},
+        REST_FRAMEWORK={
+            "DEFAULT_AUTHENTICATION_CLASSES": [],
+            "DEFAULT_PERMISSION_CLASSES": [],
+            "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+        },
+        SIMPLE_JWT={"SIGNING_KEY": SECRET, "ALGORITHM": "HS256"},
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+
+
+urlpatterns: list[Any] = []
+
+
+def timed_batch(view: Callable[[Any], Any], make: Callable[[int], Any], n: int) -> float:
+    """Microseconds per request over ``n`` requests (GC paused, like timeit)."""
+    requests = [make(i) for i in range(n)]
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for request in requests:
+            response = view(request)
+            if response.status_code != 200:
+                raise RuntimeError(f"unexpected status {response.status_code}")
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    return elapsed / n * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--cold", type=int, default=150, help="cold requests measured")
+    parser.add_argument("--lru-tokens", type=int, default=1_000_000)
+    args = parser.parse_args()
+
+    tmp = tempfile.TemporaryDirectory(prefix="keyrunes-bench-")
+    configure(os.path.join(tmp.name, "bench.sqlite3"))
+
+    from django.contrib.auth import get_user_model
+    from django.core.cache import caches
+    from django.core.management import call_command
+    from django.test import RequestFactory
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+    from rest_framework_simplejwt.authentication import JWTAuthentication
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from keyrunes_django import cache
+    from keyrunes_django.cache import CacheEntry, CacheState, LocalCache
+    from keyrunes_django.conf import keyrunes_settings
+    from keyrunes_django.drf.authentication import KeyrunesTokenAuthentication
+    from keyrunes_django.identity import VerifiedIdentity
+    from keyrunes_django.testing import KeyrunesEmulator
+
+    call_command("migrate", verbosity=0, run_syncdb=True)
+
+    class Plain(APIView):
+        authentication_classes: list[Any] = []
+        permission_classes: list[Any] = []
+
+        def get(self, request: Any) -> Response:
+            return Response({"ok": True})
+
+    class Keyrunes(Plain):
+        authentication_classes = [KeyrunesTokenAuthentication]
+
+    class SimpleJWT(Plain):
+        authentication_classes = [JWTAuthentication]
+
+    plain_view, keyrunes_view, simplejwt_view = (
+        Plain.as_view(),
+        Keyrunes.as_view(),
+        SimpleJWT.as_view(),
+    )
+    factory = RequestFactory()
+
+    def header_request(header: str) -> Any:
+        return factory.get("/bench/", HTTP_AUTHORIZATION=header)
+
+    emulator = KeyrunesEmulator(jwt_secret=SECRET)
+    emulator.start()
+    try:
+        from django.test.utils import override_settings
+
+        override = override_settings(
+            KEYRUNES={"BASE_URL": emulator.base_url, "JWT_SECRET": SECRET, "RETRIES": 0}
+        )
+        override.enable()
+
+        users = [emulator.create_user() for _ in range(DISTINCT_TOKENS)]
+        now = int(time.time())
+        token_serial = [0]
+
+        def fresh_token(i: int) -> str:
+            # Distinct issue times give distinct tokens for the same user.
+            token_serial[0] += 1
+            return emulator.issue_token(
+                users[i % DISTINCT_TOKENS], issued_at=now - token_serial[0] % 1800
+            )
+
+        warm_tokens = [emulator.issue_token(u) for u in users]
+
+        # One CacheState per mode, as two processes configured each way would have.
+        local_state = CacheState()
+        local_state.mode = "local"
+        remote_state = CacheState()
+        remote_state.mode = "remote"
+
+        def use(state: CacheState) -> None:
+            cache._state = state
+
+        for state in (local_state, remote_state):
+            use(state)
+            for token in warm_tokens:
+                response = keyrunes_view(header_request("Bearer " + token))
+                assert response.status_code == 200, response.status_code
+
+        User = get_user_model()
+        local_users = list(User.objects.order_by("pk")[:DISTINCT_TOKENS])
+        jwt_tokens = [str(AccessToken.for_user(u)) for u in local_users]
+        for token in jwt_tokens:
+            assert simplejwt_view(header_request("Bearer " + token)).status_code == 200
+
+        warm_headers = ["Bearer " + t for t in warm_tokens]
+        jwt_headers = ["Bearer " + t for t in jwt_tokens]
+
+        def make_warm(i: int) -> Any:
+            return header_request(warm_headers[i % DISTINCT_TOKENS])
+
+        def make_jwt(i: int) -> Any:
+            return header_request(jwt_headers[i % DISTINCT_TOKENS])
+
+        def run_plain(n: int) -> float:
+            return timed_batch(plain_view, make_warm, n)
+
+        def run_local(n: int) -> float:
+            use(local_state)
+            return timed_batch(keyrunes_view, make_warm, n)
+
+        def run_remote(n: int) -> float:
+            use(remote_state)
+            return timed_batch(keyrunes_view, make_warm, n)
+
+        def run_jwt(n: int) -> float:
+            return timed_batch(simplejwt_view, make_jwt, n)
+
+        variants: dict[str, Callable[[int], float]] = {
+            "DRF view, no authentication": run_plain,
+            "keyrunes local mode (warm)": run_local,
+            "keyrunes remote mode (warm)": run_remote,
+            "djangorestframework-simplejwt": run_jwt,
+        }
+        samples: dict[str, list[float]] = {name: [] for name in variants}
+        for run in variants.values():  # warm-up
+            run(args.batch)
+        order = list(variants)
+        for _ in range(args.rounds):
+            random.shuffle(order)
+            for name in order:
+                samples[name].append(variants[name](args.batch))
+
+        # Cold: a token never seen before -> /api/me over loopback, then the mirror.
+        use(remote_state)
+        cold_headers = ["Bearer " + fresh_token(i) for i in range(args.cold)]
+        cold = timed_batch(keyrunes_view, lambda i: header_request(cold_headers[i]), args.cold)
+
+        # Remote calls per 10,000 requests over 100 distinct tokens.
+        def count_calls(threads: int) -> int:
+            state = CacheState()
+            state.mode = "remote"
+            use(state)
+            caches["default"].clear()
+            headers = ["Bearer " + fresh_token(i) for i in range(DISTINCT_TOKENS)]
+            emulator.reset_counters()
+            per_thread = 10_000 // threads
+            errors: list[BaseException] = []
+
+            def worker(offset: int) -> None:
+                try:
+                    for i in range(per_thread):
+                        request = header_request(headers[(i + offset) % DISTINCT_TOKENS])
+                        response = keyrunes_view(request)
+                        if response.status_code != 200:
+                            raise RuntimeError(f"status {response.status_code}")
+                except BaseException as exc:
+                    errors.append(exc)
+                finally:
+                    from django.db import connection
+
+                    connection.close()
+
+            pool = [threading.Thread(target=worker, args=(t * 7,)) for t in range(threads)]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            if errors:
+                raise errors[0]
+            return emulator.requests_to("/api/me")
+
+        calls_sequential = count_calls(1)
+        calls_threaded = count_calls(4)
+        override.disable()
+    finally:
+        emulator.stop()
+
+    # Memory: the per-process LRU after 1,000,000 distinct tokens.
+    size = int(keyrunes_settings.LOCAL_CACHE_SIZE)
+    lru = LocalCache(size)
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    at_capacity = 0
+    stamp = time.time()
+    for i in range(args.lru_tokens):
+        identity = VerifiedIdentity(
+            user_id=i,
+            username=f"user{i}",
+            email=f"user{i}@example.com",
+            namespace="public",
+            organization_id=1,
+            groups=("users",),
+        )
+        lru.set(
+            cache.credential_hash(f"token-{i}"),
+            CacheEntry(value=identity, stored_at=stamp, fresh_until=stamp, stale_until=stamp),
+        )
+        if i + 1 == 2 * size:
+            gc.collect()
+            at_capacity = tracemalloc.get_traced_memory()[0] - base
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+
+    # ------------------------------------------------------------------ report
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    plain_name = "DRF view, no authentication"
+    base_cost = medians[plain_name]
+    # Each round's variants ran back to back, so a per-round ratio cancels
+    # load changes on the machine; the median of those is the reported ratio.
+    ratios = {
+        name: statistics.median(v / p for v, p in zip(values, samples[plain_name], strict=True))
+        for name, values in samples.items()
+    }
+    ratios["cold"] = cold / base_cost
+    rows = [(name, medians[name], ratios[name]) for name in variants]
+    rows.insert(3, ("keyrunes remote mode (cold, 1st request)", cold, ratios["cold"]))
+    print()
+    print(f"Per-request cost, median of {args.rounds} interleaved rounds x {args.batch} requests")
+    print(f"(cold: {args.cold} first requests; Python {sys.version.split()[0]})")
+    print()
+    print(f"| {'variant':<42} | {'us/request':>10} | {'ratio':>7} |")
+    print(f"|{'-' * 44}|{'-' * 12}|{'-' * 9}|")
+    for name, value, ratio in rows:
+        print(f"| {name:<42} | {value:>10.1f} | {ratio:>6.2f}x |")
+    print()
+    print(
+        f"Remote /api/me calls per 10,000 requests over {DISTINCT_TOKENS} distinct tokens: "
+        f"{calls_sequential} (1 thread), {calls_threaded} (4 threads)"
+    )
+    print(
+        f"Per-process LRU after {args.lru_tokens:,} distinct tokens: {len(lru):,} entries "
+        f"(LOCAL_CACHE_SIZE={size:,}); {after / 1e6:.1f} MB traced "
+        f"({at_capacity / 1e6:.1f} MB at {2 * size:,} tokens)"
+    )
+    print()
+
+    jwt_ratio = ratios["djangorestframework-simplejwt"]
+    targets = []
+    for mode in ("local", "remote"):
+        warm = ratios[f"keyrunes {mode} mode (warm)"]
+        targets.append((f"keyrunes {mode} warm <= 1.15x unauthenticated", warm, 1.15))
+        targets.append((f"keyrunes {mode} warm <= 0.5x simplejwt", warm / jwt_ratio, 0.5))
+    checks = [
+        (name, f"{value:.2f}x (limit {limit}x)", value <= limit) for name, value, limit in targets
+    ]
+    checks.append(
+        (
+            "remote calls <= distinct tokens per TTL",
+            f"{max(calls_sequential, calls_threaded)} <= {DISTINCT_TOKENS}",
+            max(calls_sequential, calls_threaded) <= DISTINCT_TOKENS,
+        )
+    )
+    checks.append(
+        (
+            "per-process LRU stays bounded",
+            f"{len(lru):,} entries, {after / 1e6:.1f} MB vs {at_capacity / 1e6:.1f} MB",
+            len(lru) == size and after <= at_capacity * 1.1 + 1e6,
+        )
+    )
+    print("Targets:")
+    for name, detail, ok in checks:
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}: {detail}")
+    tmp.cleanup()
+    return 0 if all(ok for _, _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
