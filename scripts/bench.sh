@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   bash scripts/bootstrap.sh
 fi
+.venv/bin/python benchmarks/bench_sync_users.py  # bulk user sync vs one by one (>= 10x)
 exec .venv/bin/python benchmarks/bench_request_auth.py "$@"
