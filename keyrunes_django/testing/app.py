@@ -361,9 +361,6 @@ class KeyrunesApp:
             "iat": iat,
             "iss": ISSUER,
         }
-        for key, value in claims.items():
-            if key not in ("sub", "email", "username", "groups", "namespace", "organization_id"):
-                payload[key] = value
         return jwt.encode(payload, self.jwt_secret, algorithm="HS256", headers={"typ": "JWT"})
 
     def token_for(self, ns: Namespace, user: UserRecord) -> str:
@@ -459,8 +456,6 @@ class KeyrunesApp:
             or (mimetype.startswith("application/") and mimetype.endswith("+json"))
         ):
             raise Reply(plain(415, "Expected request with `Content-Type: application/json`"))
-        if (request.content_length or 0) > MAX_BODY:
-            raise Reply(plain(413, "Failed to buffer the request body: length limit exceeded"))
         data = request.get_data(cache=True)
         if len(data) > MAX_BODY:
             raise Reply(plain(413, "Failed to buffer the request body: length limit exceeded"))

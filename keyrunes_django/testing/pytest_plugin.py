@@ -6,6 +6,7 @@ plugin never touches unconfigured settings.
 
 Fixtures: ``keyrunes_emulator`` (one server per session), ``keyrunes`` (the same
 server reset for each test, with ``settings.KEYRUNES`` pointing at it),
+``keyrunes_quirks`` (``keyrunes`` reproducing server 0.2.0's defects),
 ``keyrunes_user`` (a fresh user in ``public``), ``keyrunes_superadmin``.
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "TEST_JWT_SECRET",
     "keyrunes",
     "keyrunes_emulator",
+    "keyrunes_quirks",
     "keyrunes_superadmin",
     "keyrunes_user",
 ]
@@ -65,6 +67,13 @@ def keyrunes(keyrunes_emulator: KeyrunesEmulator) -> Iterator[KeyrunesEmulator]:
     with override_settings(KEYRUNES=current):
         yield keyrunes_emulator
     keyrunes_emulator.faults.clear()
+
+
+@pytest.fixture
+def keyrunes_quirks(keyrunes: KeyrunesEmulator) -> KeyrunesEmulator:
+    """``keyrunes`` with ``server_quirks`` on (contract §10); reset after the test."""
+    keyrunes.server_quirks = True
+    return keyrunes
 
 
 @pytest.fixture

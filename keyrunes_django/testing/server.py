@@ -94,8 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The socket is bound and listening before start() returns, so it accepts connections now.
     print(emulator.base_url, flush=True)
     try:
-        while not stop.wait(0.5):
-            pass
+        # A timed wait keeps the main thread responsive to signals.
+        while not stop.is_set():
+            stop.wait(0.5)
     finally:
         emulator.stop()
     return 0

@@ -17,7 +17,6 @@ import secrets
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -292,11 +291,6 @@ class State:
         self.organizations: dict[int, OrganizationRecord] = {}
         self.namespaces: dict[str, Namespace] = {}
         self._org_seq = itertools.count(1)
-
-    @contextmanager
-    def locked(self) -> Iterator[State]:
-        with self.lock:
-            yield self
 
     # -- bootstrap ---------------------------------------------------------
 
@@ -687,9 +681,8 @@ class State:
         """The user id of a valid, unused token (now marked used), else None."""
         with self.lock:
             record = ns.reset_tokens.get(_sha256(token))
+            # Deleting a user drops its tokens, so a live record always has its user.
             if record is None or record.used or record.expires_at <= now():
-                return None
-            if record.user_id not in ns.users:
                 return None
             record.used = True
             return record.user_id

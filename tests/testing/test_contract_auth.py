@@ -563,3 +563,50 @@ def test_forgot_password_errors(api: Api) -> None:
         json={"token": "0" * 64, "new_password": "long-enough", "namespace": "public"},
     )
     assert_shape_a(bad_token, 400, "invalid or expired reset token")
+
+
+@pytest.mark.parametrize(
+    ("value", "described"),
+    [
+        (None, "invalid type: null, expected a string"),
+        (True, "invalid type: boolean `true`, expected a string"),
+        (1.5, "invalid type: floating point `1.5`, expected a string"),
+        (["a"], "invalid type: sequence, expected a string"),
+        ({"a": 1}, "invalid type: map, expected a string"),
+    ],
+)
+def test_type_errors_are_described_like_serde(api: Api, value: object, described: str) -> None:
+    response = api.post(
+        "/api/login", json={"identity": value, "password": "p", "namespace": "public"}
+    )
+    assert_plain(response, 422, f"identity: {described}")
+
+
+def test_nan_is_not_json(api: Api) -> None:
+    response = api.post(
+        "/api/login",
+        data='{"identity": NaN, "password": "p", "namespace": "public"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+
+
+def test_groups_must_be_a_list_of_strings(api: Api, admin_token: str) -> None:
+    response = api.post(
+        "/api/admin/user",
+        token=admin_token,
+        json={
+            "organization_id": 1,
+            "email": "a@b.co",
+            "username": "a",
+            "password": "p" * 8,
+            "groups": [1],
+        },
+    )
+    assert_plain(response, 422, "expected a sequence of strings")
+    huge = api.post(
+        "/api/admin/user",
+        token=admin_token,
+        json={"organization_id": 2**70, "email": "a@b.co", "username": "a", "password": "p" * 8},
+    )
+    assert huge.status_code == 422

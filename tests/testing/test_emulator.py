@@ -312,3 +312,29 @@ def test_factories_are_unique_and_valid() -> None:
     assert organization_payload(name="X")["name"] == "X"
     assert group_payload(2)["organization_id"] == 2
     assert policy_payload(effect="Deny")["effect"] == "Deny"
+
+
+def test_full_seed_in_process() -> None:
+    from tests.testing.test_server import SEED
+
+    state = build_state(None, SEED)
+    public = state.namespace("public")
+    alice = public.user_by_username("alice")
+    assert alice is not None
+    assert public.group_names(alice.user_id) == ["users", "developers"]
+    assert public.is_allowed(alice.user_id, "docs:1", "read")
+    acme = state.namespace("acme")
+    carol = acme.user_by_username("carol")
+    assert carol is not None
+    assert carol.organization_id == 2
+    with pytest.raises(EmulatorError, match="names unknown user"):
+        build_state(
+            None, {"policies": [{"name": "p", "resource": "r", "action": "a", "users": ["ghost"]}]}
+        )
+
+
+def test_seed_file_must_hold_an_object(tmp_path: Path) -> None:
+    seed_file = tmp_path / "seed.json"
+    seed_file.write_text("[1]")
+    with pytest.raises(ValueError, match="JSON object"):
+        KeyrunesEmulator(seed=seed_file)

@@ -53,3 +53,13 @@ def test_state_is_reset_between_tests_part_two(keyrunes: KeyrunesEmulator) -> No
     assert keyrunes.faults.active == []
     assert keyrunes.server_quirks is False
     assert keyrunes.requests_to("/api/me") == 0
+
+
+def test_keyrunes_quirks(keyrunes_quirks: KeyrunesEmulator) -> None:
+    assert keyrunes_quirks.server_quirks is True
+    response = requests.get(
+        f"{keyrunes_quirks.base_url}/api/verify-org-key",
+        headers={"X-Organization-Key": keyrunes_quirks.organization_key(1)},
+        timeout=5,
+    )
+    assert response.status_code == 500

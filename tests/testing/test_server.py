@@ -158,7 +158,8 @@ def test_main_in_process(
         server.signal, "signal", lambda sig, handler: handlers.setdefault(sig, handler)
     )
     result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(server.main(["--port", "0"])))
+    argv = ["--port", "0", "--superadmin", "a@b.co:Pass-1234", "--superadmin-username", "boss"]
+    thread = threading.Thread(target=lambda: result.append(server.main(argv)))
     thread.start()
     for _ in range(100):
         out = capsys.readouterr().out
@@ -166,7 +167,12 @@ def test_main_in_process(
             break
         threading.Event().wait(0.02)
     base_url = out.strip()
-    assert requests.get(f"{base_url}/api/health/live", timeout=2).status_code == 200
+    login = requests.post(
+        f"{base_url}/api/login",
+        json={"identity": "boss", "password": "Pass-1234", "namespace": "public"},
+        timeout=2,
+    )
+    assert login.status_code == 200
     handlers[signal.SIGTERM](signal.SIGTERM, None)
     thread.join(timeout=5)
     assert result == [0]
