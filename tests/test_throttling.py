@@ -135,3 +135,39 @@ def test_cache_keys_hold_no_login_name() -> None:
     keys = list(cache._cache.keys())  # type: ignore[attr-defined]
     assert keys
     assert not any("secret-name" in k or "10.9.9.9" in k for k in keys)
+
+
+# ----------------------------------------------------- through the login backend
+
+
+@pytest.mark.django_db
+def test_backend_throttles_and_audits(keyrunes: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from django.conf import settings
+    from django.contrib.auth import authenticate
+    from django.test import RequestFactory
+
+    from keyrunes_django.backends import login_error
+
+    user = keyrunes.create_user("throttled", password="Right-pass-123")
+    limits = {**settings.KEYRUNES, "LOGIN_THROTTLE_FAILURES": 2, "LOGIN_THROTTLE_WINDOW": 60}
+    factory = RequestFactory()
+    with override_settings(KEYRUNES=limits), caplog.at_level(logging.INFO, AUDIT_LOGGER_NAME):
+        for _ in range(2):
+            request = factory.post("/login/", REMOTE_ADDR="192.0.2.1")
+            assert authenticate(request, username=user.username, password="wrong-pass") is None
+        logins_before = keyrunes.requests_to("/api/login")
+        request = factory.post("/login/", REMOTE_ADDR="192.0.2.1")
+        assert authenticate(request, username=user.username, password="Right-pass-123") is None
+        assert keyrunes.requests_to("/api/login") == logins_before  # Keyrunes not asked
+        error = login_error(request)
+        assert error is not None
+        assert "Too many failed login attempts" in str(error)
+        # Another login name from another IP still works, and resets only its own counter.
+        request = factory.post("/login/", REMOTE_ADDR="192.0.2.2")
+        other = keyrunes.create_user("other", password="Other-pass-123")
+        assert authenticate(request, username=other.username, password="Other-pass-123")
+    events = [getattr(r, "event", None) for r in caplog.records if r.name == AUDIT_LOGGER_NAME]
+    assert events.count("login_failed") == 3  # two wrong passwords, one throttled
+    assert "login_throttled" in events
+    assert "login_succeeded" in events
+    assert not any("Right-pass-123" in r.getMessage() for r in caplog.records)
