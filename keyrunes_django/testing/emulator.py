@@ -386,6 +386,10 @@ class KeyrunesEmulator:
         """How many requests hit a path (exact, or a regex matching the whole path)."""
         return self.request_log_store.count(path_or_regex, method)
 
+    def request_counts(self) -> dict[str, int]:
+        """Requests per route, keyed ``"METHOD /route/<param>"`` (unknown paths by path)."""
+        return self.request_log_store.by_route()
+
     def reset_counters(self) -> None:
         self.request_log_store.clear()
 

@@ -94,6 +94,10 @@ def test_request_counters(api: Api, keyrunes: KeyrunesEmulator, user_token: str)
     assert [r.path for r in log[-2:]] == ["/api/admin/users/7", "/api/unknown"]
     assert log[-2].route == "/api/admin/users/<user_id>"
     assert log[-1].route is None
+    counts = keyrunes.request_counts()
+    assert counts["GET /api/me"] == 3
+    assert counts["PATCH /api/admin/users/<user_id>"] == 1
+    assert counts["GET /api/unknown"] == 1
     keyrunes.reset_counters()
     assert keyrunes.requests_to("/api/me") == 0
 
