@@ -9,6 +9,7 @@ is a terminal or the run is long. Every failure becomes a
 from __future__ import annotations
 
 import sys
+import textwrap
 import time
 from argparse import ArgumentParser, ArgumentTypeError, RawDescriptionHelpFormatter
 from collections.abc import Callable
@@ -43,6 +44,8 @@ class KeyrunesCommand(BaseCommand):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         # Keep the epilog's line breaks (exit codes, examples).
         parser.formatter_class = RawDescriptionHelpFormatter
+        if self.help:
+            parser.description = textwrap.fill(str(self.help), width=79)
         parser.epilog = self.epilog()
         return parser
 
