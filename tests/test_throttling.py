@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,3 +172,29 @@ def test_backend_throttles_and_audits(keyrunes: Any, caplog: pytest.LogCaptureFi
     assert "login_throttled" in events
     assert "login_succeeded" in events
     assert not any("Right-pass-123" in r.getMessage() for r in caplog.records)
+
+
+# Real Redis when the CI run provides one (no skip otherwise: the list is just shorter).
+CACHE_ALIASES = ["default"] + (["redis"] if os.environ.get("KEYRUNES_TEST_REDIS_URL") else [])
+
+
+@pytest.mark.parametrize("alias", CACHE_ALIASES)
+def test_counters_in_each_cache_backend(alias: str) -> None:
+    with override_settings(KEYRUNES=_settings(CACHE_ALIAS=alias, LOGIN_THROTTLE_IP_FAILURES=0)):
+        throttling.reset("redis-user", "10.1.1.1")
+        try:
+            assert throttling.record_login_failure("redis-user", "10.1.1.1") == {"identity": 1}
+            throttling.record_login_failure("redis-user", "10.1.1.1")
+            throttling.record_login_failure("redis-user", "10.1.1.1")
+            with pytest.raises(throttling.LoginThrottled) as info:
+                throttling.check_login_allowed("redis-user", "10.1.1.1")
+            assert 0 < info.value.retry_after <= 60
+            # The counter expired while the window marker survived: start over.
+            count_key, _start = throttling._keys(
+                "identity", throttling._normalize("redis-user", None)
+            )
+            caches[alias].delete(count_key)
+            assert throttling.record_login_failure("redis-user", None) == {"identity": 1}
+        finally:
+            throttling.reset("redis-user", "10.1.1.1")
+        assert throttling.status("redis-user")["identity"].failures == 0
