@@ -43,10 +43,8 @@ from keyrunes_django.responses import (
 from keyrunes_django.tokens import (
     authenticate_organization_key,
     authenticate_token_user,
-    check_tenant,
     fail_open,
-    parse_authorization_header,
-    peek_token_user,
+    peek_bearer_user,
     read_bearer,
 )
 
@@ -125,25 +123,16 @@ class KeyrunesAuthenticationMiddleware:
     @staticmethod
     def _authenticate_warm(request: HttpRequest, header: str | None) -> bool:
         # Per-process cache only: no I/O, so it may run on the event loop.
-        try:
-            token = parse_authorization_header(header)
-        except InvalidToken:
-            return False
-        if token is None:
-            return False
-        found = peek_token_user(token)
+        found = peek_bearer_user(header)
         if found is None:
             return False
-        user, identity = found
-        try:
-            check_tenant(identity)
-        except InvalidToken:
-            return False
-        _authenticated(request, user, identity)
+        _authenticated(request, *found)
         return True
 
     def authenticate(self, request: HttpRequest) -> HttpResponse | None:
         """Authenticate ``request`` in place; a response means it is refused."""
+        if self._authenticate_warm(request, request.META.get("HTTP_AUTHORIZATION")):
+            return None
         request.keyrunes = None  # type: ignore[attr-defined]
         try:
             token = read_bearer(request.META.get("HTTP_AUTHORIZATION"), request=request)

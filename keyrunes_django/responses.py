@@ -52,9 +52,7 @@ def www_authenticate(
     return f"{scheme} " + ", ".join(parts)
 
 
-def _build(
-    request: HttpRequest, status: int, payload: dict[str, str], text: str
-) -> HttpResponse:
+def _build(request: HttpRequest, status: int, payload: dict[str, str], text: str) -> HttpResponse:
     response: HttpResponse
     if wants_json(request):
         response = JsonResponse(payload, status=status)

@@ -32,6 +32,7 @@ from keyrunes_django.tokens import (
     authenticate_organization_key,
     authenticate_token_user,
     fail_open,
+    peek_bearer_user,
     read_bearer,
 )
 
@@ -107,8 +108,11 @@ class KeyrunesTokenAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[Any, VerifiedIdentity] | None:
         django_request = request._request
+        header = django_request.META.get("HTTP_AUTHORIZATION")
+        warm = peek_bearer_user(header)
+        if warm is not None:
+            return warm
         try:
-            header = django_request.META.get("HTTP_AUTHORIZATION")
             token = read_bearer(header, request=django_request)
             if token is None:
                 return None
