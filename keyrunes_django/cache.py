@@ -94,10 +94,6 @@ class CacheEntry:
     message: str = ""
     user: Any = field(default=None, compare=False)
 
-    @property
-    def ok(self) -> bool:
-        return self.reason is None
-
     def is_fresh(self, at: float) -> bool:
         return at < self.fresh_until
 

@@ -438,14 +438,9 @@ def peek_token_user(token: str) -> tuple[Any, VerifiedIdentity] | None:
         return None
     user = entry.user
     identity = entry.value
+    # A user is stored only after the tenant check passed, and the per-process
+    # layer is rebuilt whenever the settings change, so it need not be redone.
     if user is None or not isinstance(identity, VerifiedIdentity):
-        return None
-    if identity.namespace != state.namespace:
-        return None
-    if (
-        state.organization_scope is not None
-        and identity.organization_id != state.organization_scope
-    ):
         return None
     if not getattr(user, "is_active", True):
         return None

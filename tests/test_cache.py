@@ -412,3 +412,25 @@ def test_auth_service_error_signal_payload_has_no_secret() -> None:
         signals.auth_service_error.disconnect(receiver)
     assert seen[0]["served_stale"] is True
     assert seen[0]["operation"] == "verify_token"
+
+
+def test_queued_caller_reuses_the_finished_answer(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller that missed the cache, then queued behind a leader that has
+    # finished in between, takes the leader's answer instead of computing again.
+    state = cache.get_state()
+    state.lookup("token", "d", Counter(), shared=False)
+    real_get = state.local.get
+    misses = [True]
+
+    def get_once_missing(key: str) -> cache.CacheEntry | None:
+        if misses:
+            misses.pop()
+            return None
+        return real_get(key)
+
+    monkeypatch.setattr(state.local, "get", get_once_missing)
+    compute = Counter()
+    assert state.lookup("token", "d", compute, shared=False).value == IDENTITY
+    assert compute.calls == 0

@@ -400,7 +400,7 @@ class TestOrgKeyProbeAnswers:
         kr.server_quirks = True
         return kr
 
-    @pytest.mark.parametrize(("status", "code"), [(403, 200), (404, 503), (400, 503)])
+    @pytest.mark.parametrize(("status", "code"), [(403, 200), (401, 401), (404, 503), (400, 503)])
     def test_probe(self, quirky: Any, client: Client, status: int, code: int) -> None:
         quirky.faults.add(r"^/api/check-permission$", status=status)
         response = client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=quirky.organization_key(1))
@@ -410,6 +410,16 @@ class TestOrgKeyProbeAnswers:
         quirky.faults.add(r"^/api/check-permission$", malformed=True)
         response = client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=quirky.organization_key(1))
         assert response.status_code in {200, 503}
+
+    def test_stale_if_error(self, kr: Any, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+        key = kr.organization_key(1)
+        assert client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=key).status_code == 200
+        kr.faults.add(r"^/api/verify-org-key$", status=503)
+        start = time.time()
+        monkeypatch.setattr(cache, "now", lambda: start + 310)
+        assert client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=key).status_code == 200
+        monkeypatch.setattr(cache, "now", lambda: start + 610)
+        assert client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=key).status_code == 503
 
     def test_verify_unexpected_status(self, kr: Any, client: Client) -> None:
         kr.faults.add(r"^/api/verify-org-key$", status=404)
@@ -570,6 +580,19 @@ class TestSessionRefresh:
     ) -> None:
         _login_with_token(client, kr, keyrunes_user, expires_in=60)
         settings.KEYRUNES = {**settings.KEYRUNES, "DENY_GROUP": "users"}
+        assert client.get("/whoami/").json()["user"] is None
+
+    def test_token_of_another_user_logs_out(
+        self, kr: Any, client: Client, keyrunes_user: Any
+    ) -> None:
+        _login_with_token(client, kr, keyrunes_user, expires_in=60)
+        other = get_user_model().objects.create_user(username="someone-else")
+        session_token = client.session[SESSION_TOKEN_KEY]
+        client.force_login(other, backend="keyrunes_django.backends.KeyrunesBackend")
+        session = client.session
+        session[SESSION_TOKEN_KEY] = session_token
+        session[SESSION_TOKEN_EXPIRY_KEY] = int(time.time()) + 60
+        session.save()
         assert client.get("/whoami/").json()["user"] is None
 
     def test_bearer_requests_skip_refresh(

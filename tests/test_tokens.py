@@ -461,3 +461,33 @@ class TestRemote:
         identity = tokens.authenticate_token(token)
         assert identity.groups is not None
         assert "developers" in identity.groups
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("local")
+class TestWarmPath:
+    def test_peek_needs_a_mirrored_user(self) -> None:
+        token = make_token()
+        tokens.authenticate_token(token)  # verified, not mirrored
+        assert tokens.peek_token_user(token) is None
+        tokens.authenticate_token_user(token)
+        assert tokens.peek_bearer_user("Bearer " + token) is not None
+        assert tokens.peek_bearer_user("bearer " + token) is None  # full path instead
+        assert tokens.peek_bearer_user(None) is None
+
+    def test_settings_change_drops_warm_entries(self, local: dict[str, Any], settings: Any) -> None:
+        token = make_token()
+        tokens.authenticate_token_user(token)
+        settings.KEYRUNES = {**local, "NAMESPACE": "company_x"}
+        assert tokens.peek_token_user(token) is None
+        with pytest.raises(InvalidToken) as info:
+            tokens.authenticate_token_user(token)
+        assert info.value.reason == "wrong_namespace"
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_blank_organization_key(key: str, rejections: list[dict[str, Any]]) -> None:
+    with pytest.raises(InvalidToken) as info:
+        tokens.authenticate_organization_key(key)
+    assert info.value.reason == "malformed"
+    assert rejections[0]["reason"] == "malformed"
