@@ -219,11 +219,15 @@ class LocalCache:
         self._lock = threading.Lock()
 
     def get(self, key: str) -> CacheEntry | None:
-        with self._lock:
-            entry = self._data.get(key)
-            if entry is not None:
+        # Lock-free: each OrderedDict call is atomic under the GIL. The entry
+        # may be evicted between the two calls; then it simply is not moved.
+        entry = self._data.get(key)
+        if entry is not None:
+            try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
                 self._data.move_to_end(key)
-            return entry
+            except KeyError:
+                pass
+        return entry
 
     def set(self, key: str, entry: CacheEntry) -> None:
         if self.maxsize == 0:
