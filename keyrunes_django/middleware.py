@@ -42,6 +42,7 @@ from keyrunes_django.responses import (
 )
 from keyrunes_django.tokens import (
     authenticate_organization_key,
+    authenticate_token,
     authenticate_token_user,
     fail_open,
     peek_bearer_user,
@@ -56,6 +57,9 @@ GetResponse = Callable[[HttpRequest], HttpResponse]
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 ORG_KEY_META = "HTTP_X_ORGANIZATION_KEY"
+
+# request.keyrunes between the two halves of an async cold request.
+_PENDING = object()
 
 
 def _set_user(request: HttpRequest, user: Any) -> None:
@@ -115,7 +119,14 @@ class KeyrunesAuthenticationMiddleware:
         if header is None and ORG_KEY_META not in request.META:
             request.keyrunes = None  # type: ignore[attr-defined]
         elif not self._authenticate_warm(request, header):
-            refusal = await sync_to_async(self.authenticate)(request)
+            # Network first, in a thread of its own (concurrent cold requests must
+            # not queue behind each other); then the mirror, in Django's
+            # thread-sensitive executor like every other database access.
+            refusal = await sync_to_async(self.authenticate, thread_sensitive=False)(
+                request, mirror=False
+            )
+            if refusal is None and request.keyrunes is _PENDING:  # type: ignore[attr-defined]
+                refusal = await sync_to_async(self.authenticate)(request)
         if refusal is not None:
             return refusal
         return await self.get_response(request)  # type: ignore[no-any-return, misc]
@@ -129,23 +140,33 @@ class KeyrunesAuthenticationMiddleware:
         _authenticated(request, *found)
         return True
 
-    def authenticate(self, request: HttpRequest) -> HttpResponse | None:
-        """Authenticate ``request`` in place; a response means it is refused."""
+    def authenticate(self, request: HttpRequest, *, mirror: bool = True) -> HttpResponse | None:
+        """Authenticate ``request`` in place; a response means it is refused.
+
+        With ``mirror=False`` a verified token is only verified (no database
+        access) and ``request.keyrunes`` is left as a pending marker for a
+        second call that mirrors the user from the now warm cache.
+        """
         if self._authenticate_warm(request, request.META.get("HTTP_AUTHORIZATION")):
             return None
         request.keyrunes = None  # type: ignore[attr-defined]
+        scheme = "Bearer"
         try:
             token = read_bearer(request.META.get("HTTP_AUTHORIZATION"), request=request)
             if token is not None:
+                if not mirror:
+                    authenticate_token(token, request=request)
+                    request.keyrunes = _PENDING  # type: ignore[attr-defined]
+                    return None
                 user, identity = authenticate_token_user(token, request=request)
                 _authenticated(request, user, identity)
                 return None
             raw_key = request.META.get(ORG_KEY_META)
             if raw_key is not None:
+                scheme = "OrganizationKey"
                 principal = authenticate_organization_key(raw_key, request=request)
                 _authenticated(request, AnonymousUser(), principal)
         except InvalidToken as exc:
-            scheme = "Bearer" if "HTTP_AUTHORIZATION" in request.META else "OrganizationKey"
             return unauthorized_response(
                 request, reason=exc.reason, description=exc.message, scheme=scheme
             )

@@ -449,6 +449,32 @@ class TestAsync:
         assert response.json()["user"] == keyrunes_user.username
 
     @run_async
+    async def test_cold_request_does_not_block_the_event_loop(
+        self, remote: Any, keyrunes_user: Any
+    ) -> None:
+        import asyncio
+
+        remote.faults.add(r"^/api/me$", delay=0.3)
+        token = remote.issue_token(keyrunes_user)
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.ensure_future(ticker())
+        response = await AsyncClient().get(
+            "/awhoami/", headers={"Authorization": f"Bearer {token}"}
+        )
+        done = True
+        await task
+        assert response.json()["user"] == keyrunes_user.username
+        assert ticks >= 5  # the loop kept running during the 0.3 s /api/me call
+
+    @run_async
     async def test_sync_view_under_asgi(self, kr: Any, keyrunes_user: Any) -> None:
         response = await AsyncClient().get(
             "/whoami/", headers={"Authorization": "Bearer " + kr.issue_token(keyrunes_user)}

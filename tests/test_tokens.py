@@ -453,6 +453,23 @@ class TestRemote:
             tokens.authenticate_token(kr.issue_token(user))
         assert info.value.reason == "wrong_namespace"
 
+    def test_single_flight_with_the_emulator(self, kr: Any) -> None:
+        import threading
+
+        kr.faults.add(r"^/api/me$", delay=0.2)
+        token = kr.issue_token(kr.create_user())
+        results: list[VerifiedIdentity] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(tokens.authenticate_token(token)))
+            for _ in range(6)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 6
+        assert kr.requests_to("/api/me") == 1
+
     def test_groups_from_server_not_claims(self, kr: Any) -> None:
         user = kr.create_user(groups=("users",))
         token = kr.issue_token(user)
