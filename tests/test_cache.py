@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,7 +31,7 @@ IDENTITY = VerifiedIdentity(
 
 
 @pytest.fixture(autouse=True)
-def _settings(settings: Any) -> None:
+def _settings(settings: Any) -> Iterator[None]:
     settings.KEYRUNES = {
         "BASE_URL": "http://127.0.0.1:9",
         "CACHE_TTL": 300,
@@ -38,6 +39,8 @@ def _settings(settings: Any) -> None:
         "STALE_IF_ERROR": 120,
         "LOCAL_CACHE_SIZE": 100,
     }
+    caches["default"].clear()
+    yield
     caches["default"].clear()
 
 

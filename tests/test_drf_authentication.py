@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -62,7 +63,9 @@ urlpatterns = [
 
 
 @pytest.fixture(autouse=True)
-def _empty_shared_cache() -> None:
+def _empty_shared_cache() -> Iterator[None]:
+    caches["default"].clear()
+    yield
     caches["default"].clear()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -63,10 +63,12 @@ urlpatterns = [path("whoami/", whoami), path("awhoami/", awhoami)]
 
 
 @pytest.fixture(autouse=True)
-def _empty_shared_cache() -> None:
+def _empty_shared_cache() -> Iterator[None]:
     from django.core.cache import caches
 
     caches["default"].clear()
+    yield
+    caches["default"].clear()  # leave no verified credential to other tests
 
 
 @pytest.fixture

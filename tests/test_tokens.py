@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -49,10 +50,12 @@ def forged(header: dict[str, Any], signature: str = "c2ln") -> str:
 
 
 @pytest.fixture(autouse=True)
-def _empty_shared_cache() -> None:
+def _empty_shared_cache() -> Iterator[None]:
     from django.core.cache import caches
 
     caches["default"].clear()
+    yield
+    caches["default"].clear()  # leave no verified credential to other tests
 
 
 @pytest.fixture
