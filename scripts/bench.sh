@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The request-authentication benchmark (README: `make bench`). Extra
-# arguments go to the script, e.g. `bash scripts/bench.sh --rounds 10`.
+# The benchmarks (README: `make bench`): bulk user sync, then request
+# authentication. Extra arguments go to the request-authentication script,
+# e.g. `bash scripts/bench.sh --rounds 10 --lru-tokens 100000`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
