@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "SERVICE_ACCOUNT": None,
     # Session tokens.
     "SESSION_REFRESH_MARGIN": 300,
+    # Password flows: show the reset link the server leaks when mail is off (demo only).
+    "SHOW_RESET_LINK": False,
     # Mapping remote users and groups onto Django models.
     "USER_MAPPER": "keyrunes_django.mapping.UserMapper",
     "USER_ATTR_MAP": {"username": "username", "email": "email"},

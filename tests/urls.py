@@ -18,3 +18,8 @@ urlpatterns += views_authorization.urlpatterns
 from tests import views_backend  # noqa: E402
 
 urlpatterns += views_backend.urlpatterns
+
+# Password flows (change, forgot, reset).
+from django.urls import include  # noqa: E402
+
+urlpatterns += [path("account/", include("keyrunes_django.urls"))]

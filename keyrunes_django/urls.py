@@ -1,0 +1,29 @@
+"""URLs of the password flows: ``path("account/", include("keyrunes_django.urls"))``.
+
+Names are in the ``keyrunes_django`` namespace, e.g.
+``reverse("keyrunes_django:password_change")``.
+"""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, path
+
+from keyrunes_django import views
+
+app_name = "keyrunes_django"
+
+urlpatterns: list[URLPattern] = [
+    path("password/change/", views.PasswordChangeView.as_view(), name="password_change"),
+    path(
+        "password/change/done/",
+        views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
+    path("password/forgot/", views.PasswordForgotView.as_view(), name="password_forgot"),
+    path("password/reset/", views.PasswordResetView.as_view(), name="password_reset"),
+    path(
+        "password/reset/done/",
+        views.PasswordResetCompleteView.as_view(),
+        name="password_reset_complete",
+    ),
+]
