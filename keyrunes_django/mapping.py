@@ -10,19 +10,25 @@ replaces it with a subclass named in ``USER_MAPPER``.
 
 The pure computations (:meth:`UserMapper.user_fields`,
 :meth:`UserMapper.local_group_names`, :meth:`UserMapper.flags`) are kept apart
-from the writes so bulk sync can reuse them. Writes happen only for what
-changed: mirroring an unchanged user issues reads only.
+from the writes so bulk sync can reuse them, as are the in-memory steps
+(:meth:`UserMapper.new_user`, :meth:`UserMapper.new_record`,
+:meth:`UserMapper.user_changes`, :meth:`UserMapper.identity_record_changes`)
+that decide what to write. Writes happen only for what changed: mirroring an
+unchanged user issues reads only.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
@@ -50,6 +56,15 @@ IDENTITY_ATTRIBUTES = frozenset(
 _VOLATILE_PAYLOAD_KEYS = frozenset({"exp", "iat"})
 
 _MISSING = object()
+
+
+def unusable_password() -> str:
+    """What ``set_unusable_password`` stores, from one urandom call instead of 40.
+
+    Django draws its 40 random characters one by one from ``SystemRandom``;
+    for thousands of new users in a bulk sync that dominated the run.
+    """
+    return UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30)
 
 
 @dataclass(frozen=True)
@@ -236,6 +251,89 @@ class UserMapper:
         )
         return merged
 
+    # ------------------------------------------- in-memory changes (no writes)
+
+    def new_user(
+        self, identity: VerifiedIdentity, fields: dict[str, Any], flags: dict[str, bool]
+    ) -> AbstractBaseUser:
+        """An unsaved local user for ``identity``, without a usable password.
+
+        Sends :data:`~keyrunes_django.signals.populate_user` (``created=True``).
+        """
+        user = self.user_model(**fields)
+        for flag, value in flags.items():
+            setattr(user, flag, value)
+        user.password = unusable_password()
+        signals.populate_user.send(sender=type(self), user=user, identity=identity, created=True)
+        return user
+
+    def new_record(
+        self, user: AbstractBaseUser, identity: VerifiedIdentity, now: datetime
+    ) -> KeyrunesIdentity:
+        """An unsaved :class:`KeyrunesIdentity` linking ``user`` to ``identity``."""
+        return KeyrunesIdentity(
+            user=cast(Any, user),
+            namespace=identity.namespace,
+            remote_user_id=identity.user_id,
+            organization_id=identity.organization_id,
+            external_id=identity.external_id or "",
+            payload=self.stored_payload(identity),
+            last_synced_at=now,
+        )
+
+    def user_changes(
+        self,
+        user: AbstractBaseUser,
+        identity: VerifiedIdentity,
+        fields: dict[str, Any],
+        flags: dict[str, bool],
+    ) -> set[str]:
+        """Apply ``fields`` (with ``ALWAYS_UPDATE_USER``) and ``flags`` to ``user`` in memory.
+
+        Also makes a usable local password unusable and sends
+        :data:`~keyrunes_django.signals.populate_user` (``created=False``);
+        returns the names of the fields that changed, for the caller to save.
+        """
+        dirty: set[str] = set()
+        values = dict(fields) if keyrunes_settings.ALWAYS_UPDATE_USER else {}
+        values.update(flags)
+        for name, value in values.items():
+            if getattr(user, name) != value:
+                setattr(user, name, value)
+                dirty.add(name)
+        if user.has_usable_password():
+            # Logins go through Keyrunes: a local password would be a second way in.
+            user.set_unusable_password()
+            dirty.add("password")
+        if signals.populate_user.has_listeners():
+            concrete = [f for f in user._meta.concrete_fields if not f.primary_key]
+            before = {f.attname: getattr(user, f.attname) for f in concrete}
+            signals.populate_user.send(
+                sender=type(self), user=user, identity=identity, created=False
+            )
+            dirty.update(f.name for f in concrete if getattr(user, f.attname) != before[f.attname])
+        return dirty
+
+    def identity_record_changes(
+        self, record: KeyrunesIdentity, identity: VerifiedIdentity
+    ) -> set[str]:
+        """Apply ``identity`` to its ``record`` in memory; the names of the fields that changed.
+
+        ``last_synced_at`` is left to the caller, which saves.
+        """
+        dirty: set[str] = set()
+        payload = self.stored_payload(identity, record.payload)
+        if record.organization_id != identity.organization_id:
+            record.organization_id = identity.organization_id
+            dirty.add("organization_id")
+        if identity.external_id and record.external_id != identity.external_id:
+            record.external_id = identity.external_id
+            dirty.add("external_id")
+        if record.payload != payload:
+            record.payload = payload
+            dirty.add("payload")
+        return dirty
+
     # ------------------------------------------------------------------ writes
 
     def mirror(self, identity: VerifiedIdentity) -> MirrorResult:
@@ -270,15 +368,9 @@ class UserMapper:
         )
 
     def _new_record(self, user: AbstractBaseUser, identity: VerifiedIdentity) -> KeyrunesIdentity:
-        return KeyrunesIdentity.objects.create(
-            user=cast(Any, user),
-            namespace=identity.namespace,
-            remote_user_id=identity.user_id,
-            organization_id=identity.organization_id,
-            external_id=identity.external_id or "",
-            payload=self.stored_payload(identity),
-            last_synced_at=timezone.now(),
-        )
+        record = self.new_record(user, identity, timezone.now())
+        record.save(force_insert=True)
+        return record
 
     def _create_or_link(
         self, identity: VerifiedIdentity, fields: dict[str, Any], flags: dict[str, bool]
@@ -298,13 +390,7 @@ class UserMapper:
 
         try:
             with transaction.atomic():
-                user = self.user_model(**fields)
-                for flag, value in flags.items():
-                    setattr(user, flag, value)
-                user.set_unusable_password()
-                signals.populate_user.send(
-                    sender=type(self), user=user, identity=identity, created=True
-                )
+                user = self.new_user(identity, fields, flags)
                 user.save()
                 record = self._new_record(user, identity)
         except IntegrityError:
@@ -358,13 +444,6 @@ class UserMapper:
         )
         return record, False, True
 
-    def _snapshot(self, user: AbstractBaseUser) -> dict[str, Any]:
-        return {
-            field.name: getattr(user, field.attname)
-            for field in user._meta.concrete_fields
-            if not field.primary_key
-        }
-
     def _update_user(
         self,
         user: AbstractBaseUser,
@@ -372,21 +451,7 @@ class UserMapper:
         fields: dict[str, Any],
         flags: dict[str, bool],
     ) -> bool:
-        dirty: set[str] = set()
-        values = dict(fields) if keyrunes_settings.ALWAYS_UPDATE_USER else {}
-        values.update(flags)
-        for name, value in values.items():
-            if getattr(user, name) != value:
-                setattr(user, name, value)
-                dirty.add(name)
-        if user.has_usable_password():
-            # Logins go through Keyrunes: a local password would be a second way in.
-            user.set_unusable_password()
-            dirty.add("password")
-        before = self._snapshot(user)
-        signals.populate_user.send(sender=type(self), user=user, identity=identity, created=False)
-        after = self._snapshot(user)
-        dirty.update(name for name, value in after.items() if before[name] != value)
+        dirty = self.user_changes(user, identity, fields, flags)
         if not dirty:
             return False
         try:
@@ -403,17 +468,7 @@ class UserMapper:
     def _update_record(
         self, record: KeyrunesIdentity, identity: VerifiedIdentity, changed: bool
     ) -> bool:
-        dirty: set[str] = set()
-        payload = self.stored_payload(identity, record.payload)
-        if record.organization_id != identity.organization_id:
-            record.organization_id = identity.organization_id
-            dirty.add("organization_id")
-        if identity.external_id and record.external_id != identity.external_id:
-            record.external_id = identity.external_id
-            dirty.add("external_id")
-        if record.payload != payload:
-            record.payload = payload
-            dirty.add("payload")
+        dirty = self.identity_record_changes(record, identity)
         if not dirty and not changed:
             return False
         record.last_synced_at = timezone.now()

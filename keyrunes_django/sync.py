@@ -2,8 +2,9 @@
 
 The rules are the login mapper's own (:func:`keyrunes_django.mapping.get_mapper`):
 its pure functions (``check_identity``, ``user_fields``, ``flags``,
-``group_plan``, ``stored_payload``) decide what each user should look like,
-and this module only replaces the one-row-at-a-time writes of
+``group_plan``) decide what each user should look like, its in-memory steps
+(``new_user``, ``new_record``, ``user_changes``, ``identity_record_changes``)
+what changes, and this module only replaces the one-row-at-a-time writes of
 :meth:`~keyrunes_django.mapping.UserMapper.mirror` by a fixed set of bulk
 statements. The number of queries does not depend on the number of users (up
 to the database's parameter limit per statement; beyond it each statement is
@@ -17,7 +18,6 @@ transaction, after all checks passed, so an aborted sync changes nothing.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,7 +26,6 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.contrib.auth.models import Group
 from django.db import connections, router, transaction
 from django.db.models.constants import OnConflict
@@ -402,7 +401,6 @@ def _apply_users(
     progress: Progress | None,
 ) -> UserSyncReport:
     username_field = user_model.USERNAME_FIELD
-    always_update = bool(keyrunes_settings.ALWAYS_UPDATE_USER)
     link_existing = bool(keyrunes_settings.LINK_EXISTING_USERS)
     now = timezone.now()
     mapper_class = type(mapper)
@@ -444,19 +442,13 @@ def _apply_users(
                 to_link.append((plan, pk))
                 taken[login] = (pk, (identity.namespace, identity.user_id))
                 continue
-            user = user_model(**plan.fields)
-            for flag, value in plan.flags.items():
-                setattr(user, flag, value)
-            user.password = _unusable_password()
-            signals.populate_user.send(
-                sender=mapper_class, user=user, identity=identity, created=True
-            )
+            user = mapper.new_user(identity, plan.fields, plan.flags)
             taken[login] = (None, (identity.namespace, identity.user_id))
             new_users.append((plan, user))
             _note(report, f"create {login}")
             continue
         user = record.user
-        dirty = _user_changes(mapper_class, user, plan, always_update)
+        dirty = mapper.user_changes(user, identity, plan.fields, plan.flags)
         if username_field in dirty:
             login = getattr(user, username_field)
             owner = taken.get(login)
@@ -467,7 +459,7 @@ def _apply_users(
             taken[login] = (user.pk, (identity.namespace, identity.user_id))
         if dirty:
             changed_users[user.pk] = (user, dirty)
-        record_dirty = _record_changes(mapper, record, identity)
+        record_dirty = mapper.identity_record_changes(record, identity)
         if record_dirty or dirty:
             changed_records[record.pk] = (record, record_dirty)
         planned_by_user.append((plan, user.pk))
@@ -480,7 +472,7 @@ def _apply_users(
         }
         for plan, pk in to_link:
             user = link_targets[pk]
-            dirty = _user_changes(mapper_class, user, plan, always_update)
+            dirty = mapper.user_changes(user, plan.identity, plan.fields, plan.flags)
             if dirty:
                 changed_users[user.pk] = (user, dirty)
             planned_by_user.append((plan, pk))
@@ -548,8 +540,8 @@ def _apply_users(
         _fast_insert(
             alias,
             KeyrunesIdentity,
-            [_new_record(mapper, user, plan.identity, now) for plan, user in new_users]
-            + [_new_record(mapper, link_targets[pk], plan.identity, now) for plan, pk in to_link],
+            [mapper.new_record(user, plan.identity, now) for plan, user in new_users]
+            + [mapper.new_record(link_targets[pk], plan.identity, now) for plan, pk in to_link],
         )
         for plan, user in new_users:
             planned_by_user.append((plan, user.pk))
@@ -618,15 +610,6 @@ def _apply_users(
     return report
 
 
-def _unusable_password() -> str:
-    """What ``set_unusable_password`` stores, from one urandom call instead of 40.
-
-    Django draws its 40 random characters one by one from ``SystemRandom``;
-    for thousands of new users that dominated the sync.
-    """
-    return UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30)
-
-
 def _fast_insert(alias: str, model: Any, objs: list[Any]) -> None:
     """INSERT model instances with one ``executemany`` (no ids are set on them).
 
@@ -681,62 +664,6 @@ def _insert_memberships(
     )
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
-
-
-def _user_changes(
-    mapper_class: type[UserMapper], user: AbstractBaseUser, plan: _Planned, always_update: bool
-) -> set[str]:
-    """Apply the plan to ``user`` in memory; the names of the fields that changed."""
-    dirty: set[str] = set()
-    values = dict(plan.fields) if always_update else {}
-    values.update(plan.flags)
-    for name, value in values.items():
-        if getattr(user, name) != value:
-            setattr(user, name, value)
-            dirty.add(name)
-    if user.has_usable_password():
-        user.set_unusable_password()
-        dirty.add("password")
-    if signals.populate_user.has_listeners():
-        before = {f.attname: getattr(user, f.attname) for f in user._meta.concrete_fields}
-        signals.populate_user.send(
-            sender=mapper_class, user=user, identity=plan.identity, created=False
-        )
-        for f in user._meta.concrete_fields:
-            if not f.primary_key and getattr(user, f.attname) != before[f.attname]:
-                dirty.add(f.name)
-    return dirty
-
-
-def _record_changes(
-    mapper: UserMapper, record: KeyrunesIdentity, identity: VerifiedIdentity
-) -> set[str]:
-    dirty: set[str] = set()
-    payload = mapper.stored_payload(identity)
-    if record.organization_id != identity.organization_id:
-        record.organization_id = identity.organization_id
-        dirty.add("organization_id")
-    if identity.external_id and record.external_id != identity.external_id:
-        record.external_id = identity.external_id
-        dirty.add("external_id")
-    if record.payload != payload:
-        record.payload = payload
-        dirty.add("payload")
-    return dirty
-
-
-def _new_record(
-    mapper: UserMapper, user: Any, identity: VerifiedIdentity, now: Any
-) -> KeyrunesIdentity:
-    return KeyrunesIdentity(
-        user=user,
-        namespace=identity.namespace,
-        remote_user_id=identity.user_id,
-        organization_id=identity.organization_id,
-        external_id=identity.external_id or "",
-        payload=mapper.stored_payload(identity),
-        last_synced_at=now,
-    )
 
 
 def _through_user_column(user_model: Any) -> str:

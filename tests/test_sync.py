@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -81,6 +82,21 @@ def test_second_run_is_unchanged_then_updates_what_changed() -> None:
     assert User.objects.get(username="user1").email == "new@example.com"
     assert groups_of("user1") == {"users"}
     assert KeyrunesIdentity.objects.get(remote_user_id=1).payload["email"] == "new@example.com"
+
+
+@override_settings(KEYRUNES=BASE)
+def test_sync_keeps_the_payload_keys_a_login_stored() -> None:
+    # A login answer carries keys the admin listing lacks; both sources merge the
+    # payload the same way, so alternating them settles instead of rewriting it.
+    login = remote(1).to_identity("public", 1)
+    login = dataclasses.replace(login, payload={**login.payload, "first_login": False, "exp": 1})
+    get_mapper().mirror(login)
+    report = run([remote(1)])
+    assert (report.updated, report.unchanged) == (0, 1)
+    payload = KeyrunesIdentity.objects.get(remote_user_id=1).payload
+    assert payload["first_login"] is False
+    assert "exp" not in payload
+    assert not get_mapper().mirror(login).changed
 
 
 @override_settings(KEYRUNES=BASE)
