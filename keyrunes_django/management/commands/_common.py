@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import jwt
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection, reset_queries
 
 from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.exceptions import (
@@ -25,6 +26,7 @@ from keyrunes_django.exceptions import (
     PermissionDenied,
     ServiceAccountError,
 )
+from keyrunes_django.sync import GroupSyncReport, SyncAborted, UserSyncReport, fetch_all
 
 T = TypeVar("T")
 
@@ -182,6 +184,66 @@ class KeyrunesCommand(BaseCommand):
             f"No organization has namespace {namespace!r}; set KEYRUNES['ORGANIZATION_SCOPE'] "
             "or pass --organization-id."
         )
+
+
+class SyncCommand(KeyrunesCommand):
+    """Base of the ``keyrunes_sync_*`` commands: list remote items, then sync them.
+
+    Subclasses set :attr:`noun` and implement :meth:`list_remote` and :meth:`sync`.
+    """
+
+    #: What is listed ("users", "groups"), for messages.
+    noun = ""
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        super().add_arguments(parser)
+        self.add_sync_arguments(parser)
+        parser.add_argument(
+            "--organization-id",
+            type=int,
+            help="Organization to sync. Default: ORGANIZATION_SCOPE, else the organization "
+            "of the configured NAMESPACE.",
+        )
+
+    def add_sync_arguments(self, parser: ArgumentParser) -> None:
+        """The command's own options (listed before ``--organization-id``)."""
+
+    def list_remote(self, client: Any, token: str, organization_id: int) -> list[Any]:
+        raise NotImplementedError
+
+    def sync(
+        self, listing: list[Any], *, namespace: str, organization_id: int, options: dict[str, Any]
+    ) -> UserSyncReport | GroupSyncReport:
+        raise NotImplementedError
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.setup(options)
+        from keyrunes_django.client import get_client
+
+        client = get_client()
+        token = self.service_token()
+        namespace, organization_id = self.resolve_scope(token, options.get("organization_id"))
+        self.debug(f"namespace {namespace!r}, organization {organization_id}")
+        # The server does not page these listings; fetch_all would follow pages if it did.
+        listing = self.admin(
+            f"Listing {self.noun} (nothing was changed)",
+            lambda t: fetch_all(lambda _page: self.list_remote(client, t, organization_id)),
+        )
+        self.detail(
+            f"Keyrunes listed {len(listing)} {self.noun} of organization {organization_id}."
+        )
+        reset_queries()
+        before = len(connection.queries)
+        try:
+            report = self.sync(
+                listing, namespace=namespace, organization_id=organization_id, options=options
+            )
+        except SyncAborted as exc:
+            raise CommandError(str(exc)) from exc
+        for line in report.items:
+            self.detail(("would " if self.dry_run else "") + line)
+        self.debug(f"{len(connection.queries) - before} database queries (with DEBUG=True).")
+        self.info(report.summary())
 
 
 def token_claims(token: str) -> dict[str, Any]:

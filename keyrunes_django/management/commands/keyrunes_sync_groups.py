@@ -5,13 +5,11 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import CommandError
-
-from keyrunes_django.management.commands._common import KeyrunesCommand
-from keyrunes_django.sync import SyncAborted, fetch_all, sync_groups
+from keyrunes_django.management.commands._common import SyncCommand
+from keyrunes_django.sync import GroupSyncReport, sync_groups
 
 
-class Command(KeyrunesCommand):
+class Command(SyncCommand):
     help = (
         "Pull every group of the organization from Keyrunes (GET /api/admin/groups, as the "
         'service account KEYRUNES["SERVICE_ACCOUNT"]) into Django groups, named by the same '
@@ -19,44 +17,26 @@ class Command(KeyrunesCommand):
         "groups are never changed. Nothing is changed when the listing fails."
     )
     dry_run_help = "Print what would be created, marked or pruned, but write nothing."
+    noun = "groups"
 
-    def add_arguments(self, parser: ArgumentParser) -> None:
-        super().add_arguments(parser)
+    def add_sync_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--prune",
             action="store_true",
             help="Delete local groups that were mirrored from this namespace and no longer "
             "exist in Keyrunes. Groups never mirrored are never deleted.",
         )
-        parser.add_argument(
-            "--organization-id",
-            type=int,
-            help="Organization to sync. Default: ORGANIZATION_SCOPE, else the organization "
-            "of the configured NAMESPACE.",
-        )
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        self.setup(options)
-        from keyrunes_django.client import get_client
+    def list_remote(self, client: Any, token: str, organization_id: int) -> list[Any]:
+        return list(client.list_groups(token, organization_id))
 
-        client = get_client()
-        token = self.service_token()
-        namespace, organization_id = self.resolve_scope(token, options.get("organization_id"))
-        groups = self.admin(
-            "Listing groups (nothing was changed)",
-            lambda t: fetch_all(lambda _page: client.list_groups(t, organization_id)),
+    def sync(
+        self, listing: list[Any], *, namespace: str, organization_id: int, options: dict[str, Any]
+    ) -> GroupSyncReport:
+        return sync_groups(
+            listing,
+            namespace=namespace,
+            organization_id=organization_id,
+            prune=bool(options.get("prune")),
+            dry_run=self.dry_run,
         )
-        self.detail(f"Keyrunes listed {len(groups)} groups of organization {organization_id}.")
-        try:
-            report = sync_groups(
-                groups,
-                namespace=namespace,
-                organization_id=organization_id,
-                prune=bool(options.get("prune")),
-                dry_run=self.dry_run,
-            )
-        except SyncAborted as exc:
-            raise CommandError(str(exc)) from exc
-        for line in report.items:
-            self.detail(("would " if self.dry_run else "") + line)
-        self.info(report.summary())

@@ -5,14 +5,11 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import CommandError
-from django.db import connection, reset_queries
-
-from keyrunes_django.management.commands._common import KeyrunesCommand, positive_percent
-from keyrunes_django.sync import DEFAULT_MAX_SHRINK, SyncAborted, fetch_all, sync_users
+from keyrunes_django.management.commands._common import SyncCommand, positive_percent
+from keyrunes_django.sync import DEFAULT_MAX_SHRINK, UserSyncReport, sync_users
 
 
-class Command(KeyrunesCommand):
+class Command(SyncCommand):
     help = (
         "Pull every user of the organization from Keyrunes (GET /api/admin/users, as the "
         'service account KEYRUNES["SERVICE_ACCOUNT"]) and mirror them onto local users in '
@@ -21,9 +18,9 @@ class Command(KeyrunesCommand):
         "changed when the listing fails or shrank by more than --max-shrink percent."
     )
     dry_run_help = "Compute and print what would change, but write nothing."
+    noun = "users"
 
-    def add_arguments(self, parser: ArgumentParser) -> None:
-        super().add_arguments(parser)
+    def add_sync_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--deactivate-missing",
             action="store_true",
@@ -38,43 +35,20 @@ class Command(KeyrunesCommand):
             help="Abort without changes when the remote listing has more than PERCENT fewer "
             "users than the active mirrored users (default %(default)s; 100 disables).",
         )
-        parser.add_argument(
-            "--organization-id",
-            type=int,
-            help="Organization to sync. Default: ORGANIZATION_SCOPE, else the organization "
-            "of the configured NAMESPACE.",
-        )
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        self.setup(options)
-        from keyrunes_django.client import get_client
+    def list_remote(self, client: Any, token: str, organization_id: int) -> list[Any]:
+        return list(client.list_users(token, organization_id))
 
-        client = get_client()
-        token = self.service_token()
-        namespace, organization_id = self.resolve_scope(token, options.get("organization_id"))
-        self.debug(f"namespace {namespace!r}, organization {organization_id}")
-        # The server does not page this listing; fetch_all would follow pages if it did.
-        users = self.admin(
-            "Listing users (nothing was changed)",
-            lambda t: fetch_all(lambda _page: client.list_users(t, organization_id)),
-        )
-        self.detail(f"Keyrunes listed {len(users)} users of organization {organization_id}.")
+    def sync(
+        self, listing: list[Any], *, namespace: str, organization_id: int, options: dict[str, Any]
+    ) -> UserSyncReport:
         max_shrink = float(options["max_shrink"])
-        reset_queries()
-        before = len(connection.queries)
-        try:
-            report = sync_users(
-                users,
-                namespace=namespace,
-                organization_id=organization_id,
-                deactivate_missing=bool(options.get("deactivate_missing")),
-                max_shrink=None if max_shrink >= 100 else max_shrink,
-                dry_run=self.dry_run,
-                progress=self.progress,
-            )
-        except SyncAborted as exc:
-            raise CommandError(str(exc)) from exc
-        for line in report.items:
-            self.detail(("would " if self.dry_run else "") + line)
-        self.debug(f"{len(connection.queries) - before} database queries (with DEBUG=True).")
-        self.info(report.summary())
+        return sync_users(
+            listing,
+            namespace=namespace,
+            organization_id=organization_id,
+            deactivate_missing=bool(options.get("deactivate_missing")),
+            max_shrink=None if max_shrink >= 100 else max_shrink,
+            dry_run=self.dry_run,
+            progress=self.progress,
+        )
