@@ -79,7 +79,44 @@ def _authenticated(request: HttpRequest, user: Any, principal: Any) -> None:
     request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
 
 
-class KeyrunesAuthenticationMiddleware:
+class _Middleware:
+    """Sync and async plumbing: :meth:`process` runs before the view; a response ends the request.
+
+    Under ASGI :meth:`aprocess` runs instead, by default :meth:`process` in
+    Django's thread-sensitive executor.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse | AsyncGetResponse) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        response = self.process(request)
+        if response is not None:
+            return response
+        return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        response = await self.aprocess(request)
+        if response is not None:
+            return response
+        return await self.get_response(request)  # type: ignore[no-any-return, misc]
+
+    def process(self, request: HttpRequest) -> HttpResponse | None:
+        raise NotImplementedError
+
+    async def aprocess(self, request: HttpRequest) -> HttpResponse | None:
+        return await sync_to_async(self.process)(request)
+
+
+class KeyrunesAuthenticationMiddleware(_Middleware):
     """Authenticates ``Authorization: Bearer`` and ``X-Organization-Key`` requests.
 
     * no credential header: nothing changes (session users stay signed in) and
@@ -96,24 +133,10 @@ class KeyrunesAuthenticationMiddleware:
     Other ``Authorization`` schemes (``Basic`` ...) are left alone.
     """
 
-    sync_capable = True
-    async_capable = True
+    def process(self, request: HttpRequest) -> HttpResponse | None:
+        return self.authenticate(request)
 
-    def __init__(self, get_response: GetResponse | AsyncGetResponse) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self.__acall__(request)
-        refusal = self.authenticate(request)
-        if refusal is not None:
-            return refusal
-        return self.get_response(request)
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+    async def aprocess(self, request: HttpRequest) -> HttpResponse | None:
         header = request.META.get("HTTP_AUTHORIZATION")
         refusal: HttpResponse | None = None
         if header is None and ORG_KEY_META not in request.META:
@@ -127,9 +150,7 @@ class KeyrunesAuthenticationMiddleware:
             )
             if refusal is None and request.keyrunes is _PENDING:  # type: ignore[attr-defined]
                 refusal = await sync_to_async(self.authenticate)(request)
-        if refusal is not None:
-            return refusal
-        return await self.get_response(request)  # type: ignore[no-any-return, misc]
+        return refusal
 
     @staticmethod
     def _authenticate_warm(request: HttpRequest, header: str | None) -> bool:
@@ -306,7 +327,7 @@ def _defer_refresh(request: HttpRequest, digest: str, exc: KeyrunesError, at: fl
     return "deferred"
 
 
-class KeyrunesSessionRefreshMiddleware:
+class KeyrunesSessionRefreshMiddleware(_Middleware):
     """Keeps a logged-in session's Keyrunes token fresh (``POST /api/refresh-token``).
 
     When the stored token expires within ``SESSION_REFRESH_MARGIN`` seconds it is
@@ -315,21 +336,6 @@ class KeyrunesSessionRefreshMiddleware:
     unreachable keeps the session and retries on a later request.
     """
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: GetResponse | AsyncGetResponse) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self.__acall__(request)
+    def process(self, request: HttpRequest) -> HttpResponse | None:
         refresh_session_token(request)
-        return self.get_response(request)
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        await sync_to_async(refresh_session_token)(request)
-        return await self.get_response(request)  # type: ignore[no-any-return, misc]
+        return None
