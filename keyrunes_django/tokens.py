@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -340,6 +341,27 @@ def fail_open(error: KeyrunesUnavailable, request: HttpRequest | None) -> bool:
 # ------------------------------------------------------------------ entry points
 
 
+def _lookup(
+    state: CacheState,
+    kind: str,
+    digest: str,
+    compute: Callable[[], tuple[VerifiedIdentity | OrganizationPrincipal, float | None]],
+    shared: bool,
+    operation: str,
+    request: HttpRequest | None,
+) -> CacheEntry:
+    """``state.lookup`` reporting outages as ``operation``, whether served stale or raised."""
+
+    def stale(error: KeyrunesUnavailable) -> None:
+        _service_error(error, operation, request, served_stale=True)
+
+    try:
+        return state.lookup(kind, digest, compute, shared=shared, on_stale=stale)
+    except KeyrunesUnavailable as exc:
+        _service_error(exc, operation, request, served_stale=False)
+        raise
+
+
 def _token_entry(token: str, request: HttpRequest | None) -> tuple[CacheEntry, str]:
     if len(token) > MAX_CREDENTIAL_LENGTH:
         err = _invalid("header_too_large")
@@ -355,14 +377,7 @@ def _token_entry(token: str, request: HttpRequest | None) -> tuple[CacheEntry, s
             identity = verify_remote(token) if remote else decode_local(token)
             return identity, _ts(identity.expires_at)
 
-        def stale(error: KeyrunesUnavailable) -> None:
-            _service_error(error, "verify_token", request, served_stale=True)
-
-        try:
-            entry = state.lookup("token", digest, compute, shared=remote, on_stale=stale)
-        except KeyrunesUnavailable as exc:
-            _service_error(exc, "verify_token", request, served_stale=False)
-            raise
+        entry = _lookup(state, "token", digest, compute, remote, "verify_token", request)
     try:
         entry.raise_if_refused()
         assert isinstance(entry.value, VerifiedIdentity)
@@ -520,14 +535,7 @@ def authenticate_organization_key(
     def compute() -> tuple[OrganizationPrincipal, float | None]:
         return _verify_org_key_remote(key), None
 
-    def stale(error: KeyrunesUnavailable) -> None:
-        _service_error(error, "verify_org_key", request, served_stale=True)
-
-    try:
-        entry = state.lookup("orgkey", digest, compute, shared=True, on_stale=stale)
-    except KeyrunesUnavailable as exc:
-        _service_error(exc, "verify_org_key", request, served_stale=False)
-        raise
+    entry = _lookup(state, "orgkey", digest, compute, True, "verify_org_key", request)
     try:
         entry.raise_if_refused()
         principal = entry.value
