@@ -30,6 +30,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "keyrunes_django.middleware.KeyrunesAuthenticationMiddleware",
+    "keyrunes_django.middleware.KeyrunesSessionRefreshMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
@@ -57,13 +59,46 @@ DATABASES = {
     }
 }
 
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+SESSION_ENGINE = "django.contrib.sessions.backends.db"  # the Keyrunes token stays server-side
+
 STATIC_URL = "/static/"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 
-KEYRUNES = {
+# Everything about Keyrunes comes from the environment, so pointing the demo at
+# a real server is a matter of setting KEYRUNES_URL (and its secret/key).
+KEYRUNES: dict[str, object] = {
     "BASE_URL": os.environ.get("KEYRUNES_URL", "http://127.0.0.1:8765"),
+    "NAMESPACE": os.environ.get("KEYRUNES_NAMESPACE", "public"),
     "JWT_SECRET": os.environ.get("KEYRUNES_JWT_SECRET") or None,
     "ORGANIZATION_KEY": os.environ.get("KEYRUNES_ORGANIZATION_KEY") or None,
+    # The demo shows the reset link this server version returns instead of mailing it.
+    "SHOW_RESET_LINK": os.environ.get("KEYRUNES_SHOW_RESET_LINK", "0") == "1",
+}
+if os.environ.get("KEYRUNES_SERVICE_IDENTITY"):
+    KEYRUNES["SERVICE_ACCOUNT"] = {
+        "IDENTITY": os.environ["KEYRUNES_SERVICE_IDENTITY"],
+        "PASSWORD": os.environ.get("KEYRUNES_SERVICE_PASSWORD", ""),
+    }
+elif os.environ.get("KEYRUNES_SERVICE_TOKEN"):
+    KEYRUNES["SERVICE_ACCOUNT"] = {"TOKEN_ENV": "KEYRUNES_SERVICE_TOKEN"}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "keyrunes_django.drf.authentication.KeyrunesTokenAuthentication",
+        "keyrunes_django.drf.authentication.KeyrunesOrganizationKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # Every API view in api.py names its own permission classes.
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"keyrunes_django": {"handlers": ["console"], "level": "INFO"}},
 }

@@ -1,0 +1,92 @@
+"""The example API: token and organization-key authentication, every permission class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import URLPattern, path
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from keyrunes_django.authorization import get_identity
+from keyrunes_django.drf.authentication import (
+    KeyrunesOrganizationKeyAuthentication,
+    KeyrunesTokenAuthentication,
+)
+from keyrunes_django.drf.permissions import (
+    HasAllGroups,
+    HasGroup,
+    HasPermission,
+    IsKeyrunesAdmin,
+    IsKeyrunesAuthenticated,
+    IsOrganization,
+)
+from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
+
+
+def describe(request: Request) -> dict[str, Any]:
+    """Who is calling, as the permission classes see it."""
+    principal = get_identity(request)
+    if isinstance(principal, VerifiedIdentity):
+        return {
+            "kind": "user",
+            "user_id": principal.user_id,
+            "username": principal.username,
+            "namespace": principal.namespace,
+            "groups": sorted(principal.groups or ()),
+            "is_admin": principal.is_admin,
+        }
+    if isinstance(principal, OrganizationPrincipal):
+        return {"kind": "organization", "organization_id": principal.organization_id}
+    return {"kind": "session", "username": request.user.get_username()}
+
+
+class ExampleAPIView(APIView):
+    authentication_classes = [KeyrunesTokenAuthentication, KeyrunesOrganizationKeyAuthentication]
+    permission_classes: Any = [IsKeyrunesAuthenticated]
+    note = ""
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True, "note": self.note, "caller": describe(request)})
+
+
+def api_view(name: str, permission: type[BasePermission] | Any, note: str) -> URLPattern:
+    # HasGroup.configure("editors") is HasGroup("editors") in a form type checkers follow.
+    view: type[ExampleAPIView] = type(
+        f"{name.title().replace('-', '')}API",
+        (ExampleAPIView,),
+        {"permission_classes": [permission], "note": note},
+    )
+    return path(f"{name}/", view.as_view(), name=f"api-{name}")
+
+
+urlpatterns: list[URLPattern] = [
+    api_view("me", IsKeyrunesAuthenticated, "IsKeyrunesAuthenticated"),
+    api_view("admin", IsKeyrunesAdmin, "IsKeyrunesAdmin"),
+    api_view("editors", HasGroup.configure("editors"), 'HasGroup("editors")'),
+    api_view(
+        "staff", HasAllGroups.configure("users", "editors"), 'HasAllGroups("users", "editors")'
+    ),
+    api_view("docs", HasPermission.configure("docs:handbook", "read"), "docs:handbook read"),
+    api_view(
+        "docs-write", HasPermission.configure("docs:handbook", "write"), "docs:handbook write"
+    ),
+    api_view(
+        "editors-or-admins",
+        IsKeyrunesAuthenticated & (HasGroup.configure("editors") | IsKeyrunesAdmin),
+        "IsKeyrunesAuthenticated & (HasGroup('editors') | IsKeyrunesAdmin)",
+    ),
+    api_view(
+        "readers-only",
+        IsKeyrunesAuthenticated & ~HasGroup.configure("editors"),
+        "IsKeyrunesAuthenticated & ~HasGroup('editors')",
+    ),
+    api_view("organization", IsOrganization, "IsOrganization (X-Organization-Key)"),
+    api_view(
+        "me-or-organization",
+        IsKeyrunesAuthenticated.configure(allow_organization=True),
+        "IsKeyrunesAuthenticated(allow_organization=True)",
+    ),
+]
