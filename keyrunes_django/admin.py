@@ -19,7 +19,7 @@ import functools
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import django.contrib.auth.admin  # noqa: F401  (registers User and Group first)
 from django.contrib import admin, messages
@@ -48,11 +48,32 @@ MIRRORED_NOTE = (
 )
 
 
-def _pretty_payload(record: KeyrunesIdentity) -> str:
-    return format_html("<pre>{}</pre>", json.dumps(record.payload, indent=2, sort_keys=True))
+#: What the identity inline and admin show, all read-only.
+_IDENTITY_FIELDS = (
+    "namespace",
+    "remote_user_id",
+    "organization_id",
+    "external_id",
+    "last_synced_at",
+    "payload_display",
+)
 
 
-class KeyrunesIdentityInline(admin.StackedInline):  # type: ignore[type-arg]
+class _ReadOnlyIdentity:
+    """Shared by the identity inline and admin: nothing is added or changed locally."""
+
+    @admin.display(description="Remote data")
+    def payload_display(self, record: KeyrunesIdentity) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(record.payload, indent=2, sort_keys=True))
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class KeyrunesIdentityInline(_ReadOnlyIdentity, admin.StackedInline):  # type: ignore[type-arg]
     """The remote identity behind a user; everything here is read-only."""
 
     model = KeyrunesIdentity
@@ -61,25 +82,8 @@ class KeyrunesIdentityInline(admin.StackedInline):  # type: ignore[type-arg]
     max_num = 0
     verbose_name = "Keyrunes identity (mirrored from Keyrunes, read-only)"
     verbose_name_plural = verbose_name
-    fields = (
-        "namespace",
-        "remote_user_id",
-        "organization_id",
-        "external_id",
-        "last_synced_at",
-        "payload_display",
-    )
+    fields = _IDENTITY_FIELDS
     readonly_fields = fields
-
-    @admin.display(description="Remote data")
-    def payload_display(self, record: KeyrunesIdentity) -> str:
-        return _pretty_payload(record)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def mirrored_user_fields() -> list[str]:
@@ -287,40 +291,23 @@ class KeyrunesGroupAdminMixin:
 
 def _mirror_of(group: Group) -> MirroredGroup | None:
     try:
-        marker = group.keyrunes_mirror  # type: ignore[attr-defined]
+        # cast: whether mypy sees the reverse one-to-one depends on the plugin's app loading.
+        marker = cast(Any, group).keyrunes_mirror
     except MirroredGroup.DoesNotExist:
         return None
     return marker if isinstance(marker, MirroredGroup) else None
 
 
 @admin.register(KeyrunesIdentity)
-class KeyrunesIdentityAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class KeyrunesIdentityAdmin(_ReadOnlyIdentity, admin.ModelAdmin):  # type: ignore[type-arg]
     """A read-only list of every mirrored identity, searchable by remote id."""
 
     list_display = ("user", "namespace", "remote_user_id", "organization_id", "last_synced_at")
     list_filter = ("namespace", "organization_id")
     search_fields = ("remote_user_id", "external_id", "namespace")
     list_select_related = ("user",)
-    readonly_fields = (
-        "user",
-        "namespace",
-        "remote_user_id",
-        "organization_id",
-        "external_id",
-        "last_synced_at",
-        "payload_display",
-    )
+    readonly_fields = ("user", *_IDENTITY_FIELDS)
     fields = readonly_fields
-
-    @admin.display(description="Remote data")
-    def payload_display(self, record: KeyrunesIdentity) -> str:
-        return _pretty_payload(record)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def _extend(model: type[Model], mixin: type, extra_actions: Sequence[str] = ()) -> None:
