@@ -78,6 +78,7 @@ if os.environ.get("KEYRUNES_TEST_REDIS_URL"):
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests only
 LOGIN_URL = "/login/"
+STATIC_URL = "/static/"  # pytest-django's live_server serves static files under it
 
 KEYRUNES = {
     # Replaced per test by the emulator fixtures; a loopback address that
