@@ -491,12 +491,7 @@ class UserMapper:
         missing = set(plan) - set(current)
         add: list[int] = []
         if missing:
-            found = {
-                name: (pk, marker)
-                for pk, name, marker in Group.objects.filter(name__in=missing).values_list(
-                    "pk", "name", "keyrunes_mirror__pk"
-                )
-            }
+            found = groups_by_name(missing)
             for name in sorted(missing):
                 if name in found:
                     pk, marker = found[name]
@@ -521,6 +516,16 @@ class UserMapper:
         if remove:
             groups_manager.remove(*remove)
         return bool(add or remove or adopt)
+
+
+def groups_by_name(names: Iterable[str]) -> dict[str, tuple[int, int | None]]:
+    """Existing local groups among ``names``: name -> (pk, :class:`MirroredGroup` pk or None)."""
+    return {
+        name: (pk, marker)
+        for pk, name, marker in Group.objects.filter(name__in=list(names)).values_list(
+            "pk", "name", "keyrunes_mirror__pk"
+        )
+    }
 
 
 def get_mapper() -> UserMapper:

@@ -22,6 +22,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -35,7 +36,7 @@ from keyrunes_django import signals
 from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.exceptions import KeyrunesError, MirrorRefused
 from keyrunes_django.identity import VerifiedIdentity
-from keyrunes_django.mapping import UserMapper, get_mapper
+from keyrunes_django.mapping import UserMapper, get_mapper, groups_by_name
 from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
 from keyrunes_django.schemas import AdminUser
 from keyrunes_django.schemas import Group as RemoteGroup
@@ -195,6 +196,34 @@ def _note(report: UserSyncReport | GroupSyncReport, line: str) -> None:
     report.items.append(line)
 
 
+def _create_groups(names: list[str]) -> dict[str, Any]:
+    """Create the groups ``names`` in one statement; their ids by name."""
+    created = Group.objects.bulk_create([Group(name=name) for name in names])
+    ids = {group.name: group.pk for group in created}
+    if any(pk is None for pk in ids.values()):
+        # Backends without INSERT ... RETURNING set no ids: read them back.
+        ids = dict(Group.objects.filter(name__in=names).values_list("name", "pk"))
+    return ids
+
+
+def _mark_mirrored(
+    groups: list[tuple[Any, str]], *, namespace: str, organization_id: int, now: datetime
+) -> None:
+    """Mark (group id, remote group name) pairs as mirrored, in one statement."""
+    MirroredGroup.objects.bulk_create(
+        [
+            MirroredGroup(
+                group_id=group_id,
+                remote_name=remote_name,
+                namespace=namespace,
+                organization_id=organization_id,
+                last_synced_at=now,
+            )
+            for group_id, remote_name in groups
+        ]
+    )
+
+
 # ------------------------------------------------------------------ groups
 
 
@@ -230,12 +259,7 @@ def sync_groups(
             plan.setdefault(local_name, remote_name)
 
     now = timezone.now()
-    existing = {
-        name: (pk, marker)
-        for pk, name, marker in Group.objects.filter(name__in=list(plan)).values_list(
-            "pk", "name", "keyrunes_mirror__pk"
-        )
-    }
+    existing = groups_by_name(plan)
     to_create = sorted(name for name in plan if name not in existing)
     to_mark = sorted(name for name, (_pk, marker) in existing.items() if not marker)
     stale: list[MirroredGroup] = []
@@ -260,22 +284,13 @@ def sync_groups(
         return report
 
     with transaction.atomic():
-        created = Group.objects.bulk_create([Group(name=name) for name in to_create])
-        ids = {group.name: group.pk for group in created}
-        if any(pk is None for pk in ids.values()):
-            ids = dict(Group.objects.filter(name__in=to_create).values_list("name", "pk"))
+        ids = _create_groups(to_create)
         ids.update({name: existing[name][0] for name in to_mark})
-        MirroredGroup.objects.bulk_create(
-            [
-                MirroredGroup(
-                    group_id=ids[name],
-                    remote_name=plan[name],
-                    namespace=namespace,
-                    organization_id=organization_id,
-                    last_synced_at=now,
-                )
-                for name in to_create + to_mark
-            ]
+        _mark_mirrored(
+            [(ids[name], plan[name]) for name in to_create + to_mark],
+            namespace=namespace,
+            organization_id=organization_id,
+            now=now,
         )
         MirroredGroup.objects.filter(
             group__name__in=[n for n in plan if n in existing and existing[n][1]]
@@ -504,12 +519,7 @@ def _apply_users(
     for plan in plans:
         for local, remote in (plan.groups or {}).items():
             remote_of.setdefault(local, remote)
-    group_rows: dict[str, tuple[Any, Any]] = {
-        name: (pk, marker)
-        for pk, name, marker in Group.objects.filter(name__in=wanted_names).values_list(
-            "pk", "name", "keyrunes_mirror__pk"
-        )
-    }
+    group_rows = groups_by_name(wanted_names)
     missing_groups = [name for name in wanted_names if name not in group_rows]
     unmarked = [name for name, (_pk, marker) in group_rows.items() if not marker]
     report.groups_created = len(missing_groups)
@@ -563,23 +573,12 @@ def _apply_users(
             KeyrunesIdentity.objects.bulk_update(record_objs, sorted(record_fields))
 
         # Groups, markers, then memberships.
-        new_groups = Group.objects.bulk_create([Group(name=name) for name in missing_groups])
-        for group in new_groups:
-            group_rows[group.name] = (group.pk, None)
-        if any(g.pk is None for g in new_groups):
-            for pk, name in Group.objects.filter(name__in=missing_groups).values_list("pk", "name"):
-                group_rows[name] = (pk, None)
-        MirroredGroup.objects.bulk_create(
-            [
-                MirroredGroup(
-                    group_id=group_rows[name][0],
-                    remote_name=remote_of[name],
-                    namespace=namespace,
-                    organization_id=organization_id,
-                    last_synced_at=now,
-                )
-                for name in missing_groups + unmarked
-            ]
+        group_rows.update((name, (pk, None)) for name, pk in _create_groups(missing_groups).items())
+        _mark_mirrored(
+            [(group_rows[name][0], remote_of[name]) for name in missing_groups + unmarked],
+            namespace=namespace,
+            organization_id=organization_id,
+            now=now,
         )
         mirrored_ids |= {group_rows[name][0] for name in missing_groups + unmarked}
         add, remove = _membership_diff(
