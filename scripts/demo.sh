@@ -6,6 +6,7 @@
 #   KEYRUNES_URL=https://kr.example make demo   # a real Keyrunes instead of the emulator
 #                                     # (also set KEYRUNES_JWT_SECRET / KEYRUNES_ORGANIZATION_KEY if you have them)
 #   DEMO_CHECK=1 make demo            # non-interactive: start, fetch a few pages and one API call, print OK, exit
+#   DEMO_WAIT=20                      # seconds to wait for Keyrunes to answer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -82,7 +83,7 @@ django.setup()
 from keyrunes_django.client import get_client  # noqa: E402
 from keyrunes_django.exceptions import KeyrunesError  # noqa: E402
 
-deadline = time.monotonic() + 20
+deadline = time.monotonic() + float(os.environ.get("DEMO_WAIT", "20"))
 while True:
     try:
         get_client().health()

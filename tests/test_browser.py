@@ -86,7 +86,7 @@ def test_login_group_page_admin_refusal_logout(
 
 
 def journey(page: Any, base: str) -> None:
-
+    """What a user does, through the site's own forms and links."""
     page.goto(f"{base}/editors/")
     # Anonymous: sent to the login page, which comes back here afterwards.
     assert "/login/" in page.url
