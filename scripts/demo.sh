@@ -26,7 +26,9 @@ export EXAMPLE_DB="${EXAMPLE_DB:-$RUN/example.sqlite3}"
 
 EMULATOR_PID=""
 SERVER_PID=""
+out=""
 cleanup() {
+  if [ -n "$out" ]; then rm -f "$out"; fi
   # Stop only what this script started.
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
   if [ -n "$EMULATOR_PID" ]; then kill "$EMULATOR_PID" 2>/dev/null || true; wait "$EMULATOR_PID" 2>/dev/null || true; fi
@@ -39,8 +41,8 @@ ADMIN_PASSWORD="Admin-Pass-1"
 
 if [ -z "${KEYRUNES_URL:-}" ]; then
   export KEYRUNES_JWT_SECRET="${KEYRUNES_JWT_SECRET:-demo-only-jwt-secret-0123456789abcdef}"
-  out="$RUN/emulator.url"
-  : >"$out"
+  # A file of its own, so two demos (or a demo and the test suite) never read each other's URL.
+  out=$(mktemp "$RUN/emulator-url.XXXXXX")
   "$PY" -m keyrunes_django.testing.server --host 127.0.0.1 --port 0 \
     --jwt-secret "$KEYRUNES_JWT_SECRET" \
     --superadmin "$ADMIN_EMAIL:$ADMIN_PASSWORD" --superadmin-username admin \
