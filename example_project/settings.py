@@ -10,6 +10,7 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-not-for-produc
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 USE_TZ = True
+TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "example_project.urls"
 

@@ -118,7 +118,7 @@ banner() {
     echo "Demo users (log in with username or email):"
     echo "  alice / Alice-Pass-1   groups users, editors (may read and write docs:*)"
     echo "  bob   / Bob-Pass-1     group users (may read docs:*)"
-    echo "  admin / $ADMIN_PASSWORD  global superadmin (Django admin at ${URL}admin/)"
+    echo "  admin / $ADMIN_PASSWORD   global superadmin (Django admin at ${URL}admin/)"
   fi
   echo
 }
