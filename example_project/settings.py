@@ -92,8 +92,8 @@ REST_FRAMEWORK = {
         "keyrunes_django.drf.authentication.KeyrunesOrganizationKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    # Every API view in api.py names its own permission classes.
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # The default for API views; each view in api.py names its own classes too.
+    "DEFAULT_PERMISSION_CLASSES": ["keyrunes_django.drf.permissions.IsKeyrunesAuthenticated"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 

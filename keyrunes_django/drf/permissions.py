@@ -16,12 +16,11 @@ authenticator could have identified them, 403 otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.permissions import BasePermission, BasePermissionMetaclass
 from rest_framework.request import Request
-from rest_framework.views import APIView
 
 from keyrunes_django.authorization import (
     get_identity,
@@ -31,6 +30,11 @@ from keyrunes_django.authorization import (
     is_authenticated,
 )
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
+
+if TYPE_CHECKING:
+    # rest_framework.views reads DEFAULT_PERMISSION_CLASSES while it is imported,
+    # so importing it here would make this module unusable in that setting.
+    from rest_framework.views import APIView
 
 __all__ = [
     "HasAllGroups",
