@@ -55,6 +55,7 @@ _IDENTITY_FIELDS = (
     "organization_id",
     "external_id",
     "last_synced_at",
+    "deactivated_at",
     "payload_display",
 )
 

@@ -334,6 +334,21 @@ class UserMapper:
             dirty.add("payload")
         return dirty
 
+    def reactivation_changes(
+        self, record: KeyrunesIdentity, user: AbstractBaseUser
+    ) -> tuple[set[str], set[str]]:
+        """Reactivate, in memory, a user that a sync deactivated and Keyrunes knows again.
+
+        Returns the changed user fields and record fields, for the caller to save.
+        """
+        if record.deactivated_at is None:
+            return set(), set()
+        record.deactivated_at = None
+        if user.is_active:
+            return set(), {"deactivated_at"}
+        user.is_active = True
+        return {"is_active"}, {"deactivated_at"}
+
     # ------------------------------------------------------------------ writes
 
     def mirror(self, identity: VerifiedIdentity) -> MirrorResult:
@@ -350,10 +365,11 @@ class UserMapper:
             record, created, changed = self._create_or_link(identity, fields, flags)
         user = record.user
         if not created:
-            changed = self._update_user(user, identity, fields, flags) or changed
+            user_dirty, record_dirty = self.reactivation_changes(record, user)
+            changed = self._update_user(user, identity, fields, flags, user_dirty) or changed
         changed = self._sync_groups(user, identity, plan) or changed
         if not created:
-            changed = self._update_record(record, identity, changed) or changed
+            changed = self._update_record(record, identity, changed, record_dirty) or changed
 
         signals.user_mirrored.send(
             sender=type(self), user=user, identity=identity, created=created, changed=changed
@@ -450,8 +466,9 @@ class UserMapper:
         identity: VerifiedIdentity,
         fields: dict[str, Any],
         flags: dict[str, bool],
+        already_dirty: set[str] | None = None,
     ) -> bool:
-        dirty = self.user_changes(user, identity, fields, flags)
+        dirty = self.user_changes(user, identity, fields, flags) | (already_dirty or set())
         if not dirty:
             return False
         try:
@@ -466,9 +483,13 @@ class UserMapper:
         return True
 
     def _update_record(
-        self, record: KeyrunesIdentity, identity: VerifiedIdentity, changed: bool
+        self,
+        record: KeyrunesIdentity,
+        identity: VerifiedIdentity,
+        changed: bool,
+        already_dirty: set[str] | None = None,
     ) -> bool:
-        dirty = self.identity_record_changes(record, identity)
+        dirty = self.identity_record_changes(record, identity) | (already_dirty or set())
         if not dirty and not changed:
             return False
         record.last_synced_at = timezone.now()

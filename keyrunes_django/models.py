@@ -29,6 +29,10 @@ class KeyrunesIdentity(models.Model):
     external_id = models.CharField(max_length=64, blank=True, default="")
     last_synced_at = models.DateTimeField(null=True, blank=True)
     payload = models.JSONField(default=dict, blank=True)
+    # Set when keyrunes_sync_users deactivated the user because Keyrunes no
+    # longer listed it, so the user is reactivated once Keyrunes knows it again
+    # (users deactivated by hand stay inactive).
+    deactivated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "Keyrunes identity"

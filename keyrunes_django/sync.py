@@ -463,7 +463,10 @@ def _apply_users(
             _note(report, f"create {login}")
             continue
         user = record.user
-        dirty = mapper.user_changes(user, identity, plan.fields, plan.flags)
+        reactivated, record_reactivated = mapper.reactivation_changes(record, user)
+        dirty = mapper.user_changes(user, identity, plan.fields, plan.flags) | reactivated
+        if reactivated:
+            _note(report, f"reactivate {user.get_username()}")
         if username_field in dirty:
             login = getattr(user, username_field)
             owner = taken.get(login)
@@ -474,7 +477,7 @@ def _apply_users(
             taken[login] = (user.pk, (identity.namespace, identity.user_id))
         if dirty:
             changed_users[user.pk] = (user, dirty)
-        record_dirty = mapper.identity_record_changes(record, identity)
+        record_dirty = mapper.identity_record_changes(record, identity) | record_reactivated
         if record_dirty or dirty:
             changed_records[record.pk] = (record, record_dirty)
         planned_by_user.append((plan, user.pk))
@@ -503,14 +506,17 @@ def _apply_users(
     # Deactivation of users gone remotely.
     to_deactivate = []
     if deactivate_missing:
-        to_deactivate = [
-            record.user
+        gone = [
+            record
             for remote_id, record in records.items()
             if remote_id not in listed and record.user.is_active
         ]
-        for user in to_deactivate:
-            user.is_active = False
-            _note(report, f"deactivate {user.get_username()}")
+        for record in gone:
+            record.user.is_active = False
+            record.deactivated_at = now
+            changed_records[record.pk] = (record, {"deactivated_at"})
+            _note(report, f"deactivate {record.user.get_username()}")
+        to_deactivate = [record.user for record in gone]
     report.deactivated = len(to_deactivate)
 
     # Groups: which local groups exist, which are mirrored.

@@ -649,3 +649,30 @@ def test_concurrent_link_of_an_existing_user_uses_the_winner(settings: Any) -> N
         result = mapper.mirror(make_identity())
     assert result.user.pk == local.pk
     assert not result.created
+
+
+def test_login_reactivates_a_user_that_a_sync_deactivated() -> None:
+    from django.utils import timezone
+
+    user = get_mapper().mirror(make_identity()).user
+    record = KeyrunesIdentity.objects.get(user=user)
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    KeyrunesIdentity.objects.filter(pk=record.pk).update(deactivated_at=timezone.now())
+
+    result = get_mapper().mirror(make_identity())
+
+    assert result.changed
+    user.refresh_from_db()
+    record.refresh_from_db()
+    assert user.is_active
+    assert record.deactivated_at is None
+
+
+def test_login_leaves_a_user_deactivated_by_hand_inactive() -> None:
+    user = get_mapper().mirror(make_identity()).user
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+    get_mapper().mirror(make_identity())
+
+    user.refresh_from_db()
+    assert not user.is_active

@@ -188,6 +188,24 @@ def test_missing_users_deactivated_only_on_request_never_deleted() -> None:
 
 
 @override_settings(KEYRUNES=BASE)
+def test_users_listed_again_are_reactivated_but_not_those_deactivated_by_hand() -> None:
+    run([remote(1), remote(2), remote(3)])
+    run([remote(1), remote(2)], deactivate_missing=True, max_shrink=50)
+    record = KeyrunesIdentity.objects.get(remote_user_id=3)
+    assert record.deactivated_at is not None
+    assert not record.user.is_active
+    User.objects.filter(username="user2").update(is_active=False)  # by an operator
+
+    report = run([remote(1), remote(2), remote(3)])
+
+    assert "reactivate user3" in report.items
+    record.refresh_from_db()
+    assert record.deactivated_at is None
+    assert User.objects.get(username="user3").is_active
+    assert not User.objects.get(username="user2").is_active
+
+
+@override_settings(KEYRUNES=BASE)
 def test_shrinking_listing_aborts_without_changes() -> None:
     run([remote(i) for i in range(1, 21)])
     before = list(User.objects.order_by("pk").values_list("username", "email", "is_active"))
