@@ -1,13 +1,18 @@
 """The verification cache: a per-process LRU in front of Django's cache framework.
 
-Every verified credential (bearer token or organization key) is remembered
-under the sha256 of its text, never the text itself:
+This module only caches: what to compute on a miss, how long answers live and
+which tenant they belong to are its callers' business (see
+:class:`~keyrunes_django.tokens.TokenAuthenticator`). Every verified
+credential (bearer token or organization key) is remembered under the sha256
+of its text, never the text itself:
 
 * a bounded, thread-safe LRU per process (``LOCAL_CACHE_SIZE`` entries) answers
   warm requests with one dictionary lookup: no network, no database;
 * the Django cache named by ``CACHE_ALIAS`` (Redis when several instances
-  should share it) holds the same answers as plain dicts, so an instance that
-  has never seen a token still avoids asking Keyrunes;
+  should share it) holds the same answers as JSON records authenticated with
+  an HMAC over the record and its cache key, so an instance that has never seen
+  a token still avoids asking Keyrunes, and a record written by anyone without
+  the key (or copied under another key) is ignored;
 * concurrent first requests for one credential in a process make a single
   remote call (single-flight), the others wait for its answer.
 
@@ -20,34 +25,33 @@ the stale answer honoured. Refusals are cached for ``NEGATIVE_CACHE_TTL``.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import logging
 import math
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.core.cache import BaseCache, caches
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
-from keyrunes_django.conf import keyrunes_settings
+from keyrunes_django.conf import clock
 from keyrunes_django.exceptions import InvalidToken, KeyrunesUnavailable
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
 
 __all__ = [
     "CacheEntry",
+    "CachePolicy",
     "LocalCache",
+    "SharedCache",
     "SingleFlight",
-    "clear_caches",
+    "VerificationCache",
     "credential_hash",
-    "get_state",
     "identity_from_dict",
     "identity_to_dict",
-    "now",
     "principal_from_dict",
     "principal_to_dict",
 ]
@@ -61,12 +65,7 @@ T = TypeVar("T")
 #: request a connection timeout.
 STALE_RETRY_INTERVAL = 5.0
 
-_RECORD_VERSION = 1
-
-
-def now() -> float:
-    """Wall-clock seconds; the one clock of this module (tests patch it)."""
-    return time.time()
+_RECORD_VERSION = 2
 
 
 def credential_hash(credential: str) -> str:
@@ -82,8 +81,7 @@ class CacheEntry:
     """One cached verification outcome.
 
     ``value`` is the identity or principal for a good answer; ``reason`` is set
-    (and ``value`` is None) for a refusal. ``user`` caches the mirrored local
-    user of a token in the per-process layer only.
+    (and ``value`` is None) for a refusal.
     """
 
     value: VerifiedIdentity | OrganizationPrincipal | None
@@ -92,7 +90,6 @@ class CacheEntry:
     stale_until: float
     reason: str | None = None
     message: str = ""
-    user: Any = field(default=None, compare=False)
 
     def is_fresh(self, at: float) -> bool:
         return at < self.fresh_until
@@ -210,15 +207,18 @@ def _from_record(kind: str, record: Any) -> CacheEntry | None:
 # ----------------------------------------------------------------- per-process LRU
 
 
-class LocalCache:
-    """A bounded, thread-safe LRU mapping of credential hash -> :class:`CacheEntry`."""
+V = TypeVar("V")
+
+
+class LocalCache(Generic[V]):
+    """A bounded, thread-safe LRU mapping of str -> value (a :class:`CacheEntry` by default use)."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = max(0, int(maxsize))
-        self._data: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._data: OrderedDict[str, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> CacheEntry | None:
+    def get(self, key: str) -> V | None:
         # Lock-free: each OrderedDict call is atomic under the GIL. The entry
         # may be evicted between the two calls; then it simply is not moved.
         entry = self._data.get(key)
@@ -229,7 +229,7 @@ class LocalCache:
                 pass
         return entry
 
-    def set(self, key: str, entry: CacheEntry) -> None:
+    def set(self, key: str, entry: V) -> None:
         if self.maxsize == 0:
             return
         with self._lock:
@@ -300,11 +300,18 @@ class SingleFlight:
 
 
 class SharedCache:
-    """The Django cache named by ``CACHE_ALIAS``; its failures count as misses."""
+    """The Django cache named ``alias``, holding HMAC-authenticated records.
 
-    def __init__(self, alias: str, prefix: str) -> None:
+    ``prefix`` binds every key to one configuration (server, namespace,
+    organization scope, mode), so services that share a Redis stay apart;
+    ``signing_key`` authenticates each record together with its full key. A
+    record that fails the check, or any failure of the backend, is a miss.
+    """
+
+    def __init__(self, alias: str, prefix: str, signing_key: bytes) -> None:
         self.alias = alias
         self.prefix = prefix
+        self._signing_key = signing_key
 
     @property
     def backend(self) -> BaseCache:
@@ -313,61 +320,76 @@ class SharedCache:
     def key(self, kind: str, digest: str) -> str:
         return f"{self.prefix}:{kind}:{digest}"
 
-    def get(self, kind: str, digest: str) -> CacheEntry | None:
-        try:
-            record = self.backend.get(self.key(kind, digest))
-        except Exception as exc:  # a cache outage must not become an auth outage
+    def _mac(self, key: str, body: str) -> str:
+        message = f"{key}\n{body}".encode()
+        return hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
+
+    def seal(self, key: str, record: dict[str, Any]) -> str:
+        """``record`` as stored under ``key``: its MAC, a dot, its JSON."""
+        body = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        return f"{self._mac(key, body)}.{body}"
+
+    def unseal(self, key: str, stored: Any) -> dict[str, Any] | None:
+        """The record stored under ``key``, or None when it is not authentic."""
+        if not isinstance(stored, str) or "." not in stored:
+            return None
+        mac, body = stored.split(".", 1)
+        if not hmac.compare_digest(mac, self._mac(key, body)):
             logger.warning(
-                "keyrunes shared cache read failed: %s",
-                type(exc).__name__,
-                extra={"event": "cache_error", "operation": "get", "alias": self.alias},
+                "keyrunes shared cache record failed authentication; ignored",
+                extra={"event": "cache_forgery", "alias": self.alias},
             )
             return None
-        return _from_record(kind, record) if record is not None else None
+        try:
+            record = json.loads(body)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
+    def get(self, kind: str, digest: str) -> CacheEntry | None:
+        key = self.key(kind, digest)
+        try:
+            stored = self.backend.get(key)
+        except Exception as exc:  # a cache outage must not become an auth outage
+            self._failed("get", exc)
+            return None
+        if stored is None:
+            return None
+        return _from_record(kind, self.unseal(key, stored))
 
     def set(self, kind: str, digest: str, entry: CacheEntry, at: float) -> None:
+        key = self.key(kind, digest)
         timeout = max(1, math.ceil(max(entry.stale_until, entry.fresh_until) - at))
         try:
-            self.backend.set(self.key(kind, digest), _to_record(kind, entry), timeout)
+            self.backend.set(key, self.seal(key, _to_record(kind, entry)), timeout)
         except Exception as exc:
-            logger.warning(
-                "keyrunes shared cache write failed: %s",
-                type(exc).__name__,
-                extra={"event": "cache_error", "operation": "set", "alias": self.alias},
-            )
+            self._failed("set", exc)
 
     def delete(self, kind: str, digest: str) -> None:
         try:
             self.backend.delete(self.key(kind, digest))
-        except Exception:  # best effort, like set()
-            logger.warning("keyrunes shared cache delete failed", extra={"event": "cache_error"})
+        except Exception as exc:  # best effort, like set()
+            self._failed("delete", exc)
+
+    def _failed(self, operation: str, exc: Exception) -> None:
+        logger.warning(
+            "keyrunes shared cache %s failed: %s",
+            operation,
+            type(exc).__name__,
+            extra={"event": "cache_error", "operation": operation, "alias": self.alias},
+        )
 
 
-# ------------------------------------------------------------------------ state
+# ------------------------------------------------------------------------ lookups
 
 
-class CacheState:
-    """The caches and the settings they use, snapshotted once per settings value.
+@dataclass(frozen=True)
+class CachePolicy:
+    """How long answers live, in seconds (see the module docstring)."""
 
-    Rebuilt whenever ``KEYRUNES`` or ``CACHES`` change (``override_settings``
-    included), which also empties the per-process layer.
-    """
-
-    def __init__(self) -> None:
-        s = keyrunes_settings
-        self.mode: str = s.verification_mode
-        self.namespace: str = str(s.NAMESPACE)
-        scope = s.ORGANIZATION_SCOPE
-        self.organization_scope: int | None = int(scope) if scope is not None else None
-        self.cache_ttl = float(s.CACHE_TTL)
-        self.negative_ttl = float(s.NEGATIVE_CACHE_TTL)
-        self.stale_if_error = float(s.STALE_IF_ERROR)
-        self.fail_open = bool(s.FAIL_OPEN)
-        self.leeway = float(s.JWT_LEEWAY)
-        self.local = LocalCache(int(s.LOCAL_CACHE_SIZE))
-        server = hashlib.sha256(str(s.BASE_URL or "").encode()).hexdigest()[:10]
-        self.shared = SharedCache(str(s.CACHE_ALIAS), f"keyrunes:v{_RECORD_VERSION}:{server}")
-        self.flight = SingleFlight()
+    ttl: float
+    negative_ttl: float
+    stale_if_error: float
 
     def positive_entry(
         self,
@@ -375,7 +397,7 @@ class CacheState:
         at: float,
         expires_at: float | None,
     ) -> CacheEntry:
-        fresh = at + self.cache_ttl
+        fresh = at + self.ttl
         stale = fresh + self.stale_if_error
         if expires_at is not None:
             fresh = min(fresh, expires_at)
@@ -393,11 +415,24 @@ class CacheState:
             message=error.message,
         )
 
+
+Compute = Callable[[], tuple[VerifiedIdentity | OrganizationPrincipal, float | None]]
+
+
+class VerificationCache:
+    """The per-process LRU, the shared cache and single-flight, used together."""
+
+    def __init__(self, policy: CachePolicy, local_size: int, shared: SharedCache) -> None:
+        self.policy = policy
+        self.local: LocalCache[CacheEntry] = LocalCache(local_size)
+        self.shared = shared
+        self.flight = SingleFlight()
+
     def lookup(
         self,
         kind: str,
         digest: str,
-        compute: Callable[[], tuple[VerifiedIdentity | OrganizationPrincipal, float | None]],
+        compute: Compute,
         *,
         shared: bool,
         on_stale: Callable[[KeyrunesUnavailable], None] | None = None,
@@ -410,7 +445,7 @@ class CacheState:
         served instead, after calling ``on_stale``).
         """
         key = kind + ":" + digest
-        at = now()
+        at = clock.now()
         entry = self.local.get(key)
         if entry is not None and entry.is_fresh(at):
             return entry
@@ -424,78 +459,51 @@ class CacheState:
                 newer = stale is None or remote.stored_at > stale.stored_at
                 if remote.is_usable_stale(at) and newer:
                     stale = remote
-
-        def refresh() -> CacheEntry:
-            # Another thread may have finished the same call while we queued.
-            current = self.local.get(key)
-            if current is not None and current.is_fresh(now()):
-                return current
-            try:
-                value, expires_at = compute()
-            except InvalidToken as exc:
-                done = self.negative_entry(exc, now())
-            else:
-                done = self.positive_entry(value, now(), expires_at)
-            self.local.set(key, done)
-            if shared:
-                self.shared.set(kind, digest, done, now())
-            return done
-
         try:
-            result = self.flight.run(key, refresh)
+            return self.flight.run(key, lambda: self._refresh(kind, digest, compute, shared))
         except KeyrunesUnavailable as exc:
             if stale is None:
                 raise
             if on_stale is not None:
                 on_stale(exc)
-            # Re-serve from memory for a short while instead of timing out on every request.
-            retry = CacheEntry(
-                value=stale.value,
-                stored_at=stale.stored_at,
-                fresh_until=min(now() + STALE_RETRY_INTERVAL, stale.stale_until),
-                stale_until=stale.stale_until,
-                user=stale.user,
-            )
-            self.local.set(key, retry)
-            return retry
-        return result
+            return self._serve_stale(key, stale)
+
+    def _refresh(self, kind: str, digest: str, compute: Compute, shared: bool) -> CacheEntry:
+        key = kind + ":" + digest
+        # Another thread may have finished the same call while we queued.
+        current = self.local.get(key)
+        if current is not None and current.is_fresh(clock.now()):
+            return current
+        try:
+            value, expires_at = compute()
+        except InvalidToken as exc:
+            done = self.policy.negative_entry(exc, clock.now())
+        else:
+            done = self.policy.positive_entry(value, clock.now(), expires_at)
+        self.local.set(key, done)
+        if shared:
+            self.shared.set(kind, digest, done, clock.now())
+        return done
+
+    def _serve_stale(self, key: str, stale: CacheEntry) -> CacheEntry:
+        # Re-served from memory for a short while instead of timing out on every request.
+        retry = CacheEntry(
+            value=stale.value,
+            stored_at=stale.stored_at,
+            fresh_until=min(clock.now() + STALE_RETRY_INTERVAL, stale.stale_until),
+            stale_until=stale.stale_until,
+        )
+        self.local.set(key, retry)
+        return retry
 
     def peek(self, kind: str, digest: str) -> CacheEntry | None:
         """The fresh per-process entry, if any (no I/O: safe on an event loop)."""
         entry = self.local.get(kind + ":" + digest)
-        if entry is not None and entry.is_fresh(now()):
+        if entry is not None and entry.is_fresh(clock.now()):
             return entry
         return None
 
     def forget(self, kind: str, digest: str) -> None:
+        """Drop a credential's answer here and in the shared cache."""
         self.local.delete(kind + ":" + digest)
         self.shared.delete(kind, digest)
-
-
-_state: CacheState | None = None
-_state_lock = threading.Lock()
-
-
-def get_state() -> CacheState:
-    """The current :class:`CacheState` (built on first use after a settings change)."""
-    global _state
-    state = _state
-    if state is None:
-        with _state_lock:
-            state = _state
-            if state is None:
-                state = _state = CacheState()
-    return state
-
-
-def clear_caches() -> None:
-    """Forget every per-process entry (the shared cache keeps its own TTLs)."""
-    global _state
-    with _state_lock:
-        _state = None
-
-
-@receiver(setting_changed)
-def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting in {"KEYRUNES", "CACHES"}:
-        clear_caches()

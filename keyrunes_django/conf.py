@@ -7,7 +7,9 @@ once and nothing is computed at import time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -39,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "PERMISSION_CACHE_TTL": 60,
     "STALE_IF_ERROR": 300,
     "FAIL_OPEN": False,
+    # Key of the HMAC that authenticates shared-cache records; None derives one from SECRET_KEY.
+    "CACHE_SIGNING_KEY": None,
     # Admin API access for commands and sync.
     "SERVICE_ACCOUNT": None,
     # Session tokens.
@@ -61,6 +65,9 @@ DEFAULTS: dict[str, Any] = {
     "POLICIES": (),
     # Paths whose anonymous callers get 401 JSON instead of a login redirect.
     "API_PATH_PREFIXES": ("/api/",),
+    # URL patterns (regular expressions matched against request.path) the bearer
+    # middleware leaves alone: a stale token sent to them is not a 401.
+    "EXEMPT_PATHS": (),
     # Login throttling.
     "LOGIN_THROTTLE_FAILURES": 5,
     "LOGIN_THROTTLE_WINDOW": 300,
@@ -163,3 +170,56 @@ class KeyrunesSettings:
 
 
 keyrunes_settings = KeyrunesSettings()
+
+
+class Clock:
+    """The package's one wall clock (seconds since the epoch).
+
+    Every module reads the time through :data:`clock`, so a test moves time for
+    all of them by patching ``clock.now``.
+    """
+
+    def now(self) -> float:
+        return time.time()
+
+
+clock = Clock()
+
+_hooks: list[Callable[[], None]] = []
+_hooks_lock = threading.Lock()
+
+#: Settings whose change resets every per-process singleton of the package.
+WATCHED_SETTINGS = frozenset({"KEYRUNES", "CACHES", "SECRET_KEY"})
+
+
+def on_settings_changed(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register ``hook`` to run whenever a watched setting changes (decorator).
+
+    Per-process state built from settings (caches, clients, memos) registers a
+    reset here, so ``override_settings`` and a settings reload never leave a
+    stale copy behind.
+    """
+    with _hooks_lock:
+        if hook not in _hooks:
+            _hooks.append(hook)
+    return hook
+
+
+def settings_changed() -> None:
+    """Run every registered hook (also what the ``setting_changed`` receiver does)."""
+    for hook in list(_hooks):
+        hook()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in WATCHED_SETTINGS:
+        settings_changed()
+
+
+def _connect() -> None:
+    from django.core.signals import setting_changed
+
+    setting_changed.connect(_on_setting_changed, dispatch_uid="keyrunes_django.conf")
+
+
+_connect()

@@ -66,9 +66,14 @@ class InvalidToken(KeyrunesError):
     used in logs and in the ``WWW-Authenticate`` header.
     """
 
-    def __init__(self, message: str, *, reason: str = "invalid_token") -> None:
+    def __init__(
+        self, message: str, *, reason: str = "invalid_token", scheme: str = "Bearer"
+    ) -> None:
         super().__init__(message, status_code=401)
         self.reason = reason
+        #: The ``WWW-Authenticate`` scheme of the refused credential
+        #: (``Bearer`` or ``OrganizationKey``).
+        self.scheme = scheme
 
 
 class ServiceAccountError(KeyrunesError):

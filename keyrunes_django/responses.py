@@ -1,5 +1,6 @@
-"""401/403/503 responses for refused credentials and Keyrunes outages.
+"""The one builder of 401/403/503 answers: refused credentials, refused users, outages.
 
+Every answer has one body shape, ``{"error": ..., "reason": ..., "detail": ...}``.
 Bodies are JSON when the client's ``Accept`` header mentions JSON
 (``application/json``, ``*/json``, ``application/problem+json``...) and plain
 text otherwise. A 401 always carries an RFC 6750 ``WWW-Authenticate``
@@ -16,7 +17,9 @@ from django.utils.cache import patch_vary_headers
 
 __all__ = [
     "REALM",
+    "authentication_required_response",
     "forbidden_response",
+    "refusal_response",
     "service_unavailable_response",
     "unauthorized_response",
     "wants_json",
@@ -52,16 +55,35 @@ def www_authenticate(
     return f"{scheme} " + ", ".join(parts)
 
 
-def _build(request: HttpRequest, status: int, payload: dict[str, str], text: str) -> HttpResponse:
+_STATUS_TEXT = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
+
+
+def refusal_response(
+    request: HttpRequest,
+    status: int,
+    *,
+    error: str,
+    reason: str,
+    description: str,
+) -> HttpResponse:
+    """An answer of the one body shape, JSON or plain text by the ``Accept`` header.
+
+    The refusal was already logged where it was decided, so Django's request
+    logger is told not to log it a second time.
+    """
+    payload = {"error": error, "reason": reason, "detail": description}
     response: HttpResponse
     if wants_json(request):
         response = JsonResponse(payload, status=status)
     else:
         response = HttpResponse(
-            text + "\n", status=status, content_type="text/plain; charset=utf-8"
+            f"{status} {_STATUS_TEXT.get(status, '')}: {description}\n",
+            status=status,
+            content_type="text/plain; charset=utf-8",
         )
     patch_vary_headers(response, ["Accept"])
     response["Cache-Control"] = "no-store"
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 
@@ -73,23 +95,32 @@ def unauthorized_response(
     scheme: str = "Bearer",
 ) -> HttpResponse:
     """401 for a refused credential; ``reason`` is the machine-readable code."""
-    response = _build(
-        request,
-        401,
-        {"error": "invalid_token", "reason": reason, "detail": description},
-        f"401 Unauthorized: {description}",
+    response = refusal_response(
+        request, 401, error="invalid_token", reason=reason, description=description
     )
     response["WWW-Authenticate"] = www_authenticate(description, scheme=scheme)
     return response
 
 
+def authentication_required_response(
+    request: HttpRequest, *, description: str = "Authentication credentials were not provided."
+) -> HttpResponse:
+    """401 for a caller that sent no credential (RFC 6750: a challenge without an error)."""
+    response = refusal_response(
+        request,
+        401,
+        error="authentication_required",
+        reason="not_authenticated",
+        description=description,
+    )
+    response["WWW-Authenticate"] = www_authenticate(error=None)
+    return response
+
+
 def forbidden_response(request: HttpRequest, *, reason: str, description: str) -> HttpResponse:
     """403 for an authenticated caller who is not allowed."""
-    return _build(
-        request,
-        403,
-        {"error": "forbidden", "reason": reason, "detail": description},
-        f"403 Forbidden: {description}",
+    return refusal_response(
+        request, 403, error="forbidden", reason=reason, description=description
     )
 
 
@@ -100,12 +131,13 @@ def service_unavailable_response(
     retry_after: int | None = 5,
 ) -> HttpResponse:
     """503 when Keyrunes cannot be asked and no usable cached answer exists."""
-    response = _build(
+    response = refusal_response(
         request,
         503,
-        {"error": "service_unavailable", "reason": "keyrunes_unavailable", "detail": description},
-        f"503 Service Unavailable: {description}",
+        error="service_unavailable",
+        reason="keyrunes_unavailable",
+        description=description,
     )
     if retry_after is not None:
-        response["Retry-After"] = str(retry_after)
+        response["Retry-After"] = str(max(1, int(retry_after)))
     return response

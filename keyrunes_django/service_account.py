@@ -22,13 +22,12 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import jwt
-
+from keyrunes_django.claims import token_expiry, unverified_claims
+from keyrunes_django.conf import clock, on_settings_changed
 from keyrunes_django.exceptions import (
     AuthenticationFailed,
     KeyrunesHTTPError,
@@ -36,11 +35,17 @@ from keyrunes_django.exceptions import (
     ServiceAccountError,
 )
 
+if TYPE_CHECKING:
+    from keyrunes_django.schemas import Organization
+
 __all__ = [
     "REFRESH_MARGIN",
     "admin_call",
     "clear_service_token",
+    "configured",
     "get_service_token",
+    "organization_record",
+    "resolve_organization_id",
     "service_account_problems",
 ]
 
@@ -55,8 +60,8 @@ FALLBACK_LIFETIME = 3000
 _PASSWORD_KEYS = frozenset({"IDENTITY", "PASSWORD", "NAMESPACE"})
 _ENV_KEYS = frozenset({"TOKEN_ENV"})
 
-# Indirection so tests can move the clock.
-_now: Callable[[], float] = time.time
+def _now() -> float:
+    return clock.now()
 
 
 def service_account_problems(value: Any) -> list[str]:
@@ -99,14 +104,8 @@ _cached: _Cached | None = None
 
 
 def _token_expiry(token: str) -> float:
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        claims = {}
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    if isinstance(exp, int) and not isinstance(exp, bool):
-        return float(exp)
-    return _now() + FALLBACK_LIFETIME
+    exp = token_expiry(token)
+    return exp if exp is not None else _now() + FALLBACK_LIFETIME
 
 
 def _config() -> Mapping[str, Any]:
@@ -240,15 +239,55 @@ def admin_call(fn: Callable[[str], T]) -> T:
         ) from exc
 
 
-def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == "KEYRUNES":
-        clear_service_token()
+@on_settings_changed
+def _forget_on_settings_change() -> None:
+    clear_service_token()
 
 
-def _connect_signals() -> None:
-    from django.core.signals import setting_changed
+def configured() -> bool:
+    """Whether ``SERVICE_ACCOUNT`` is set (it may still be refused when used)."""
+    from keyrunes_django.conf import keyrunes_settings
 
-    setting_changed.connect(_on_setting_changed, dispatch_uid="keyrunes_django.service_account")
+    return keyrunes_settings.SERVICE_ACCOUNT is not None
 
 
-_connect_signals()
+def resolve_organization_id(
+    token: str, namespace: str, explicit: int | None = None, *, scope: int | None = None
+) -> int:
+    """The one rule for "which organization" an admin operation acts on.
+
+    In order: ``explicit`` (a command's ``--organization-id``), ``scope``
+    (``ORGANIZATION_SCOPE``), the organization of ``token`` when the token
+    belongs to ``namespace``, else the organization whose namespace is
+    ``namespace`` in the admin listing. There is no default: when none
+    applies, :class:`ServiceAccountError` says how to configure it.
+    """
+    if explicit is not None:
+        return int(explicit)
+    if scope is not None:
+        return scope
+    claims = unverified_claims(token)
+    org = claims.get("organization_id")
+    if claims.get("namespace") == namespace and type(org) is int:
+        return org
+    return _find_organization(token, namespace, None).organization_id
+
+
+def organization_record(namespace: str, scope: int | None = None) -> Organization:
+    """The admin listing's record of this service's organization (with its current key)."""
+    return admin_call(lambda token: _find_organization(token, namespace, scope))
+
+
+def _find_organization(token: str, namespace: str, scope: int | None) -> Organization:
+    from keyrunes_django.client import get_client
+
+    for organization in get_client().list_organizations(token):
+        if scope is not None and organization.organization_id == scope:
+            return organization
+        if scope is None and organization.namespace == namespace:
+            return organization
+    wanted = f"id {scope}" if scope is not None else f"namespace {namespace!r}"
+    raise ServiceAccountError(
+        f"No organization with {wanted} is visible to {SETTING}; set "
+        "KEYRUNES['ORGANIZATION_SCOPE'] (or pass --organization-id to a command)."
+    )

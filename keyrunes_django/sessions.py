@@ -1,7 +1,8 @@
-"""The Keyrunes token of a logged-in user, kept in the Django session.
+"""The Keyrunes token of a logged-in user, kept in the Django session, and its refresh.
 
 The login backend stores the token Keyrunes returned so later remote calls
-(``/api/me``, password change, refresh) can act as the user. The session is
+(``/api/me``, password change, refresh) can act as the user;
+:func:`refresh_session_token` keeps it fresh. The session is
 server-side state: with the signed-cookie session engine the token would
 travel in the cookie (signed, not encrypted), so use a database or cache
 session engine. The token is never logged.
@@ -9,9 +10,19 @@ session engine. The token is never logged.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
+from django.contrib.auth import logout
 from django.http import HttpRequest
+
+from keyrunes_django import signals
+from keyrunes_django.cache import LocalCache, credential_hash
+from keyrunes_django.claims import token_expiry
+from keyrunes_django.conf import clock, keyrunes_settings, on_settings_changed
+from keyrunes_django.exceptions import AuthenticationFailed, KeyrunesError, MirrorRefused
+from keyrunes_django.identity import VerifiedIdentity
+from keyrunes_django.users import attach_user
 
 __all__ = [
     "SESSION_PASSWORD_CHANGE_KEY",
@@ -21,6 +32,7 @@ __all__ = [
     "get_session_token",
     "get_session_token_expiry",
     "password_change_required",
+    "refresh_session_token",
     "session_token_expires_within",
     "set_password_change_required",
     "store_session_token",
@@ -29,6 +41,8 @@ __all__ = [
 SESSION_TOKEN_KEY = "_keyrunes_token"
 SESSION_TOKEN_EXPIRY_KEY = "_keyrunes_token_exp"
 SESSION_PASSWORD_CHANGE_KEY = "_keyrunes_password_change"
+
+logger = logging.getLogger("keyrunes_django.auth")
 
 
 def store_session_token(request: HttpRequest, token: str, expires_at: datetime) -> None:
@@ -65,7 +79,7 @@ def session_token_expires_within(request: HttpRequest, seconds: float) -> bool:
     expiry = get_session_token_expiry(request)
     if expiry is None:
         return True
-    return expiry <= datetime.now(tz=timezone.utc) + timedelta(seconds=seconds)
+    return expiry.timestamp() <= clock.now() + timedelta(seconds=seconds).total_seconds()
 
 
 def clear_session_token(request: HttpRequest) -> None:
@@ -89,3 +103,111 @@ def password_change_required(request: HttpRequest) -> bool:
     """True if Keyrunes asked this session's user to change their password at login."""
     session = getattr(request, "session", None)
     return bool(session is not None and session.get(SESSION_PASSWORD_CHANGE_KEY))
+
+
+# ------------------------------------------------------------------ refresh
+
+#: After a failed refresh attempt (Keyrunes unreachable), wait this long before
+#: trying again for the same session token.
+REFRESH_RETRY_INTERVAL = 30.0
+
+# Session-token hash -> when the next refresh attempt may be made.
+_backoff: LocalCache[float] = LocalCache(10_000)
+
+
+@on_settings_changed
+def reset_refresh_backoff() -> None:
+    """Forget every deferred refresh (the next request tries again)."""
+    _backoff.clear()
+
+
+def refresh_session_token(request: HttpRequest) -> str:
+    """Refresh the session's Keyrunes token if it expires within ``SESSION_REFRESH_MARGIN``.
+
+    After a refresh, ``/api/me`` is read again and the user re-mirrored, because
+    Keyrunes re-signs the old claims without looking at its database. Returns
+    what happened: ``"skipped"``, ``"refreshed"``, ``"logged_out"`` (Keyrunes
+    refused the token or the user) or ``"deferred"`` (unreachable; kept for a
+    later request).
+    """
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return "skipped"
+    if isinstance(getattr(request, "keyrunes", None), VerifiedIdentity):
+        return "skipped"  # a bearer-token request; its session is not involved
+    token = get_session_token(request)
+    expiry = get_session_token_expiry(request)
+    if token is None or expiry is None:
+        return "skipped"
+    at = clock.now()
+    if expiry.timestamp() - at > float(keyrunes_settings.SESSION_REFRESH_MARGIN):
+        return "skipped"
+    digest = credential_hash(token)
+    retry_at = _backoff.get(digest)
+    if retry_at is not None and at < retry_at:
+        return "deferred"
+    return _refresh(request, user, token, digest, at)
+
+
+def _refresh(request: HttpRequest, user: object, token: str, digest: str, at: float) -> str:
+    from keyrunes_django.client import get_client
+
+    client = get_client()
+    try:
+        new_token = client.refresh_token(token, body_token=token).token
+    except AuthenticationFailed:
+        return _refused_logout(request, digest, "refresh_refused")
+    except KeyrunesError as exc:
+        _report_refresh_error(request, exc)
+        _backoff.set(digest, at + REFRESH_RETRY_INTERVAL)
+        return "deferred"
+    exp = token_expiry(new_token)
+    store_session_token(
+        request, new_token, datetime.fromtimestamp(exp or at + 3600, tz=timezone.utc)
+    )
+    try:
+        identity = client.me(new_token).to_identity(source="remote")
+    except AuthenticationFailed:
+        return _refused_logout(request, digest, "user_refused")
+    except KeyrunesError as exc:
+        # The new token is stored; the groups are re-read at the next refresh.
+        _report_refresh_error(request, exc)
+        return "refreshed"
+    from keyrunes_django.mapping import get_mapper
+
+    try:
+        mirrored = get_mapper().mirror(identity).user
+    except MirrorRefused as exc:
+        return _refused_logout(request, digest, exc.reason)
+    if mirrored.pk != getattr(user, "pk", None):
+        return _refused_logout(request, digest, "user_changed")
+    attach_user(request, mirrored)
+    return "refreshed"
+
+
+def _refused_logout(request: HttpRequest, digest: str, reason: str) -> str:
+    logger.warning(
+        "keyrunes refused the session's token (%s); logging the user out",
+        reason,
+        extra={"event": "session_refresh_refused", "reason": reason, "credential_hash": digest},
+    )
+    signals.credential_rejected.send(
+        sender=refresh_session_token, reason=reason, request=request, credential_hash=digest
+    )
+    logout(request)
+    return "logged_out"
+
+
+def _report_refresh_error(request: HttpRequest, exc: KeyrunesError) -> None:
+    logger.warning(
+        "keyrunes session refresh failed (%s); retrying on a later request",
+        exc,
+        extra={"event": "auth_service_error", "operation": "refresh_session"},
+    )
+    signals.auth_service_error.send(
+        sender=refresh_session_token,
+        error=exc,
+        operation="refresh_session",
+        request=request,
+        served_stale=True,
+    )

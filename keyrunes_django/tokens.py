@@ -1,410 +1,462 @@
-"""Verification of bearer tokens and organization keys, cached.
+"""The bearer-token and organization-key request path, owned by one class.
 
-One code path serves the middleware, the DRF authentication classes and
-direct callers:
+:class:`TokenAuthenticator` runs the whole sequence, top to bottom, in
+overridable steps (as simplejwt's ``JWTAuthentication`` does):
 
-* :func:`parse_authorization_header` turns an ``Authorization`` header into a
-  token (or None when it carries another scheme);
-* :func:`authenticate_token` verifies a token locally (HS256 with the shared
-  ``JWT_SECRET``) or remotely (``GET /api/me``), per ``VERIFICATION_MODE``, and
-  applies the tenant check (contract §12.3);
-* :func:`authenticate_organization_key` verifies an ``X-Organization-Key``
-  (§12.4);
-* :func:`authenticate_token_user` adds the mirrored local user, kept in the
-  per-process cache so a warm request does no database query.
+1. :meth:`~TokenAuthenticator.get_header` / :meth:`~TokenAuthenticator.get_raw_token`
+   read the ``Authorization`` header (:mod:`keyrunes_django.credentials`);
+2. :meth:`~TokenAuthenticator.get_validated_token` asks the cache, which on a
+   miss calls :mod:`keyrunes_django.verification` (claims, tenant rule,
+   signature or ``/api/me``);
+3. :meth:`~TokenAuthenticator.get_user` mirrors the identity onto a local user
+   through the configured mapper, remembered per token in this process.
 
-Refusals raise :class:`~keyrunes_django.exceptions.InvalidToken` with a
-``reason`` code; an outage with no usable cached answer raises
-:class:`~keyrunes_django.exceptions.KeyrunesUnavailable`. Every refusal and
-outage is logged on ``keyrunes_django.auth`` and signalled.
+Organization keys take the same road with
+:meth:`~TokenAuthenticator.get_organization_key`,
+:meth:`~TokenAuthenticator.get_validated_key` and
+:meth:`~TokenAuthenticator.get_organization_user`.
+
+The middleware and the DRF classes make one call each
+(:meth:`~TokenAuthenticator.authenticate`, or
+:meth:`~TokenAuthenticator.aauthenticate` under ASGI).
+:func:`authenticate_token`, :func:`authenticate_token_user` and
+:func:`authenticate_organization_key` are thin functions over the same object
+for code that holds a credential without a request.
+
+Refusals raise :class:`~keyrunes_django.exceptions.InvalidToken` (with a
+``reason``) and are reported once, on the ``keyrunes_django.auth`` logger and
+the ``credential_rejected`` signal; an outage with no usable cached answer
+raises :class:`~keyrunes_django.exceptions.KeyrunesUnavailable`.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import logging
-import re
-import uuid
-from collections.abc import Callable
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-import jwt
-from django.core.exceptions import ImproperlyConfigured
+from asgiref.sync import sync_to_async
 
-from keyrunes_django import signals
+from keyrunes_django import signals, tenancy
 from keyrunes_django.cache import (
     CacheEntry,
-    CacheState,
+    CachePolicy,
+    LocalCache,
+    SharedCache,
+    VerificationCache,
     credential_hash,
-    get_state,
-    now,
 )
-from keyrunes_django.conf import keyrunes_settings
+from keyrunes_django.conf import clock, keyrunes_settings, on_settings_changed
+from keyrunes_django.credentials import (
+    MAX_CREDENTIAL_LENGTH,
+    invalid,
+    parse_authorization_header,
+    parse_organization_key_header,
+)
 from keyrunes_django.exceptions import (
-    AuthenticationFailed,
     InvalidToken,
     KeyrunesError,
-    KeyrunesHTTPError,
-    KeyrunesProtocolError,
     KeyrunesUnavailable,
     MirrorRefused,
-    NotFound,
 )
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
-from keyrunes_django.schemas import TokenClaims
+from keyrunes_django.users import OrganizationUser
+from keyrunes_django.verification import verify_organization_key, verify_token
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
 __all__ = [
-    "ALGORITHM",
-    "MAX_CREDENTIAL_LENGTH",
+    "Authenticated",
+    "Credential",
+    "TokenAuthenticator",
     "authenticate_organization_key",
     "authenticate_token",
     "authenticate_token_user",
-    "check_tenant",
-    "decode_local",
-    "fail_open",
-    "parse_authorization_header",
-    "parse_organization_key_header",
-    "peek_bearer_user",
-    "peek_token_user",
-    "read_bearer",
-    "verify_remote",
+    "get_authenticator",
 ]
 
 logger = logging.getLogger("keyrunes_django.auth")
 
-#: The only algorithm Keyrunes signs with; anything else is refused.
-ALGORITHM = "HS256"
-
-#: Longest ``Authorization``/``X-Organization-Key`` value looked at. Keyrunes
-#: tokens are well under 2 KB even with many groups; anything longer is
-#: refused before any hashing, crypto or network.
-MAX_CREDENTIAL_LENGTH = 8192
-
-# RFC 6750 b64token: what may follow "Bearer ".
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-
-_DESCRIPTIONS: dict[str, str] = {
-    "missing_token": "The Authorization header names the Bearer scheme but carries no token.",
-    "header_too_large": "The credential header is too large.",
-    "malformed": "The token is malformed.",
-    "expired": "The token has expired.",
-    "bad_signature": "The token signature is invalid.",
-    "bad_algorithm": "The token is not signed with HS256.",
-    "wrong_issuer": "The token was not issued by Keyrunes.",
-    "missing_claim": "The token lacks a required claim.",
-    "not_yet_valid": "The token is not valid yet.",
-    "wrong_namespace": "The token belongs to another namespace.",
-    "scope_mismatch": "The credential belongs to another organization.",
-    "rejected": "Keyrunes rejected the credential.",
-    "invalid_key": "The organization key is invalid.",
-    "user_inactive": "The local user is inactive.",
-}
+CredentialKind = Literal["token", "orgkey"]
+_KIND_NAMES = {"token": "token", "orgkey": "organization key"}
+_SCHEMES = {"token": "Bearer", "orgkey": "OrganizationKey"}
+ORG_KEY_META = "HTTP_X_ORGANIZATION_KEY"
 
 
-def describe(reason: str) -> str:
-    """A fixed, client-safe description of a refusal reason."""
-    return _DESCRIPTIONS.get(reason, "The credential is invalid.")
+@dataclass(frozen=True)
+class Credential:
+    """A credential read from a request: its kind, text and hash."""
+
+    kind: CredentialKind
+    text: str
+    digest: str
 
 
-def _invalid(reason: str) -> InvalidToken:
-    return InvalidToken(describe(reason), reason=reason)
+@dataclass(frozen=True)
+class Verified:
+    """A verified credential not yet turned into a user (what the async path hands over)."""
+
+    credential: Credential
+    principal: VerifiedIdentity | OrganizationPrincipal
+    fresh_until: float
 
 
-# ------------------------------------------------------------------------ headers
+@dataclass(frozen=True)
+class Authenticated:
+    """Who a request is: the user object and the principal behind it."""
+
+    user: Any
+    principal: VerifiedIdentity | OrganizationPrincipal
 
 
-def parse_authorization_header(value: str | None) -> str | None:
-    """The bearer token of an ``Authorization`` header value.
+@dataclass(frozen=True)
+class _Memo:
+    user: Any
+    identity: VerifiedIdentity
+    fresh_until: float
 
-    * absent/empty header, or another scheme (``Basic ...``): ``None``, so other
-      authentication mechanisms can handle the request;
-    * the scheme is matched case-insensitively (RFC 7235 §2.1: ``bearer`` works,
-      although the Keyrunes server itself only accepts ``Bearer``); spaces
-      around and between scheme and token are tolerated;
-    * refused with :class:`InvalidToken`: a value over
-      :data:`MAX_CREDENTIAL_LENGTH` (``header_too_large``, checked first), any
-      non-ASCII character (``malformed``), ``Bearer`` without a token
-      (``missing_token``), a token with characters outside RFC 6750's
-      ``b64token`` or with inner spaces (``malformed``).
+
+def _signing_key() -> bytes:
+    from django.conf import settings
+
+    configured = keyrunes_settings.CACHE_SIGNING_KEY
+    material = str(configured) if configured else str(settings.SECRET_KEY)
+    return hashlib.sha256(b"keyrunes-django:shared-cache:" + material.encode()).digest()
+
+
+def _cache_prefix(mode: str) -> str:
+    """The shared-cache key prefix: one per server, tenant and verification mode."""
+    binding = "\x00".join(
+        [
+            str(keyrunes_settings.BASE_URL or ""),
+            tenancy.namespace(),
+            str(tenancy.organization_scope()),
+            mode,
+        ]
+    )
+    return "keyrunes:v2:" + hashlib.sha256(binding.encode()).hexdigest()[:16]
+
+
+class TokenAuthenticator:
+    """Bearer token or organization key -> (user, principal), with caching.
+
+    Built from the settings once per settings value (:func:`get_authenticator`).
+    Subclass and override a step to change it; the sequence stays here.
     """
-    if not value:
-        return None
-    if len(value) > MAX_CREDENTIAL_LENGTH:
-        raise _invalid("header_too_large")
-    if not value.isascii():
-        raise _invalid("malformed")
-    if value.startswith("Bearer "):  # the common case, without splitting
-        token = value[7:]
-        if _B64TOKEN.fullmatch(token) is not None:
-            return token
-    parts = value.split()
-    if not parts or parts[0].lower() != "bearer":
-        return None
-    if len(parts) == 1:
-        raise _invalid("missing_token")
-    if len(parts) > 2 or _B64TOKEN.fullmatch(parts[1]) is None:
-        raise _invalid("malformed")
-    return parts[1]
 
-
-def read_bearer(value: str | None, *, request: HttpRequest | None = None) -> str | None:
-    """:func:`parse_authorization_header`, with a refusal logged and signalled."""
-    try:
-        return parse_authorization_header(value)
-    except InvalidToken as err:
-        _rejected(err, credential_hash((value or "")[:MAX_CREDENTIAL_LENGTH]), "token", request)
-        raise
-
-
-def parse_organization_key_header(value: str | None) -> str | None:
-    """The key of an ``X-Organization-Key`` header value (None when absent/blank).
-
-    Keyrunes keys are UUIDs; anything else is refused with ``malformed``
-    without asking the server (which would refuse it too).
-    """
-    if value is None:
-        return None
-    if len(value) > MAX_CREDENTIAL_LENGTH:
-        raise _invalid("header_too_large")
-    key = value.strip()
-    if not key:
-        return None
-    if not key.isascii():
-        raise _invalid("malformed")
-    try:
-        uuid.UUID(key)
-    except ValueError:
-        raise _invalid("malformed") from None
-    return key
-
-
-# ---------------------------------------------------------------------- local mode
-
-_PYJWT_REASONS: tuple[tuple[type[Exception], str], ...] = (
-    (jwt.ExpiredSignatureError, "expired"),
-    (jwt.InvalidSignatureError, "bad_signature"),
-    (jwt.InvalidAlgorithmError, "bad_algorithm"),
-    (jwt.InvalidIssuerError, "wrong_issuer"),
-    (jwt.MissingRequiredClaimError, "missing_claim"),
-    (jwt.ImmatureSignatureError, "not_yet_valid"),
-)
-
-
-def decode_local(token: str) -> VerifiedIdentity:
-    """Verify a token with ``JWT_SECRET``: HS256 only, issuer, ``exp`` with leeway, claims."""
-    secret = keyrunes_settings.JWT_SECRET
-    if not secret:
-        raise ImproperlyConfigured("Local token verification needs KEYRUNES['JWT_SECRET'].")
-    try:
-        payload = jwt.decode(
-            token,
-            key=secret,
-            algorithms=[ALGORITHM],
-            issuer=str(keyrunes_settings.JWT_ISSUER),
-            leeway=float(keyrunes_settings.JWT_LEEWAY),
-            options={
-                "require": ["exp", "iat", "iss", "sub"],
-                "verify_aud": False,
-            },
+    def __init__(self) -> None:
+        s = keyrunes_settings
+        self.mode: str = s.verification_mode
+        self.fail_open_enabled = bool(s.FAIL_OPEN)
+        policy = CachePolicy(
+            ttl=float(s.CACHE_TTL),
+            negative_ttl=float(s.NEGATIVE_CACHE_TTL),
+            stale_if_error=float(s.STALE_IF_ERROR),
         )
-    except jwt.InvalidTokenError as exc:
-        for cls, reason in _PYJWT_REASONS:
-            if isinstance(exc, cls):
-                raise _invalid(reason) from None
-        raise _invalid("malformed") from None
-    try:
-        claims = TokenClaims.from_payload(payload)
-    except InvalidToken:
-        raise _invalid("malformed") from None
-    return claims.to_identity(source="token")
+        shared = SharedCache(str(s.CACHE_ALIAS), _cache_prefix(self.mode), _signing_key())
+        self.cache = VerificationCache(policy, int(s.LOCAL_CACHE_SIZE), shared)
+        self.users: LocalCache[_Memo] = LocalCache(int(s.LOCAL_CACHE_SIZE))
 
+    # ------------------------------------------------------------------ steps
 
-# --------------------------------------------------------------------- remote mode
+    def get_header(self, request: HttpRequest) -> str | None:
+        """The raw ``Authorization`` value."""
+        return request.META.get("HTTP_AUTHORIZATION")
 
+    def get_raw_token(self, header: str | None) -> str | None:
+        """The bearer token in ``header`` (None for no header or another scheme)."""
+        return parse_authorization_header(header)
 
-def _unverified_times(token: str) -> tuple[int, int | None]:
-    """(exp, iat) read from the payload without verifying it (§12.1)."""
-    try:
-        payload = jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
-        raise _invalid("malformed") from None
-    exp = payload.get("exp")
-    iat = payload.get("iat")
-    if exp is None:
-        raise _invalid("missing_claim")
-    if type(exp) is not int:
-        raise _invalid("malformed")
-    return exp, iat if type(iat) is int else None
+    def get_organization_key(self, request: HttpRequest) -> str | None:
+        """The canonical ``X-Organization-Key`` of ``request`` (None when absent)."""
+        return parse_organization_key_header(request.META.get(ORG_KEY_META))
 
-
-def verify_remote(token: str) -> VerifiedIdentity:
-    """Ask ``GET /api/me``, after refusing an expired token ourselves (the server would not)."""
-    from keyrunes_django.client import get_client
-
-    exp, iat = _unverified_times(token)
-    if exp + float(keyrunes_settings.JWT_LEEWAY) < now():
-        raise _invalid("expired")
-    try:
-        user = get_client().me(token)
-    except AuthenticationFailed:
-        raise _invalid("rejected") from None
-    except KeyrunesUnavailable:
-        raise
-    except (KeyrunesProtocolError, KeyrunesHTTPError) as exc:
-        # /api/me answers 200 or 401; anything else means Keyrunes is not working.
-        raise KeyrunesUnavailable(
-            f"Unexpected answer from /api/me: {type(exc).__name__}", status_code=exc.status_code
-        ) from exc
-    identity = user.to_identity(source="remote")
-    return dataclasses.replace(
-        identity,
-        expires_at=datetime.fromtimestamp(exp, tz=timezone.utc),
-        issued_at=datetime.fromtimestamp(iat, tz=timezone.utc) if iat is not None else None,
-    )
-
-
-# ----------------------------------------------------------------------- tenancy
-
-
-def check_tenant(identity: VerifiedIdentity, state: CacheState | None = None) -> None:
-    """Refuse an identity of another namespace or, with ``ORGANIZATION_SCOPE``, organization."""
-    state = state or get_state()
-    if identity.namespace != state.namespace:
-        raise _invalid("wrong_namespace")
-    scope = state.organization_scope
-    if scope is not None and identity.organization_id != scope:
-        raise _invalid("scope_mismatch")
-
-
-# ------------------------------------------------------------------ reporting
-
-
-def _rejected(error: InvalidToken, digest: str, kind: str, request: HttpRequest | None) -> None:
-    logger.warning(
-        "keyrunes %s rejected: %s",
-        kind,
-        error.reason,
-        extra={
-            "event": "credential_rejected",
-            "credential_kind": kind,
-            "reason": error.reason,
-            "credential_hash": digest,
-        },
-    )
-    signals.credential_rejected.send(
-        sender=InvalidToken, reason=error.reason, request=request, credential_hash=digest
-    )
-
-
-def _service_error(
-    error: KeyrunesError, operation: str, request: HttpRequest | None, *, served_stale: bool
-) -> None:
-    logger.log(
-        logging.WARNING if served_stale else logging.ERROR,
-        "keyrunes unavailable during %s (%s)%s",
-        operation,
-        error,
-        "; serving the cached identity" if served_stale else "",
-        extra={
-            "event": "auth_service_error",
-            "operation": operation,
-            "served_stale": served_stale,
-            "status_code": error.status_code,
-        },
-    )
-    signals.auth_service_error.send(
-        sender=KeyrunesError,
-        error=error,
-        operation=operation,
-        request=request,
-        served_stale=served_stale,
-    )
-
-
-def fail_open(error: KeyrunesUnavailable, request: HttpRequest | None) -> bool:
-    """Whether ``FAIL_OPEN`` lets this request through as anonymous (logged loudly if so)."""
-    if not get_state().fail_open:
-        return False
-    logger.error(
-        "KEYRUNES FAIL_OPEN: Keyrunes is unavailable (%s); the request continues "
-        "UNAUTHENTICATED instead of getting 503",
-        error,
-        extra={"event": "fail_open", "path": getattr(request, "path", None)},
-    )
-    return True
-
-
-# ------------------------------------------------------------------ entry points
-
-
-def _lookup(
-    state: CacheState,
-    kind: str,
-    digest: str,
-    compute: Callable[[], tuple[VerifiedIdentity | OrganizationPrincipal, float | None]],
-    shared: bool,
-    operation: str,
-    request: HttpRequest | None,
-) -> CacheEntry:
-    """``state.lookup`` reporting outages as ``operation``, whether served stale or raised."""
-
-    def stale(error: KeyrunesUnavailable) -> None:
-        _service_error(error, operation, request, served_stale=True)
-
-    try:
-        return state.lookup(kind, digest, compute, shared=shared, on_stale=stale)
-    except KeyrunesUnavailable as exc:
-        _service_error(exc, operation, request, served_stale=False)
-        raise
-
-
-def _token_entry(token: str, request: HttpRequest | None) -> tuple[CacheEntry, str]:
-    if len(token) > MAX_CREDENTIAL_LENGTH:
-        err = _invalid("header_too_large")
-        _rejected(err, credential_hash(token[:MAX_CREDENTIAL_LENGTH]), "token", request)
-        raise err
-    state = get_state()
-    digest = credential_hash(token)
-    entry = state.peek("token", digest)
-    if entry is None:
-        remote = state.mode != "local"
+    def get_validated_token(
+        self, credential: Credential, request: HttpRequest | None = None
+    ) -> Verified:
+        """The verified identity of a token: cached, else verified locally or remotely."""
+        remote = self.mode != "local"
 
         def compute() -> tuple[VerifiedIdentity, float | None]:
-            identity = verify_remote(token) if remote else decode_local(token)
-            return identity, _ts(identity.expires_at)
+            identity = verify_token(credential.text, mode=self.mode)
+            expires = identity.expires_at
+            return identity, expires.timestamp() if expires is not None else None
 
-        entry = _lookup(state, "token", digest, compute, remote, "verify_token", request)
-    try:
-        entry.raise_if_refused()
+        entry = self._lookup(credential, compute, shared=remote, request=request)
         assert isinstance(entry.value, VerifiedIdentity)
-        # After the cache, not inside it: a shared cache may serve several tenants.
-        check_tenant(entry.value, state)
-    except InvalidToken as err:
-        _rejected(err, digest, "token", request)
-        raise
-    return entry, digest
+        return Verified(credential, entry.value, entry.fresh_until)
+
+    def get_validated_key(
+        self, credential: Credential, request: HttpRequest | None = None
+    ) -> Verified:
+        """The organization behind a key: cached, else asked of Keyrunes."""
+
+        def compute() -> tuple[OrganizationPrincipal, float | None]:
+            return verify_organization_key(credential.text), None
+
+        entry = self._lookup(credential, compute, shared=True, request=request)
+        assert isinstance(entry.value, OrganizationPrincipal)
+        return Verified(credential, entry.value, entry.fresh_until)
+
+    def get_user(self, verified: Verified, request: HttpRequest | None = None) -> Any:
+        """The local user of a verified token, mirrored once per token and process."""
+        identity = verified.principal
+        assert isinstance(identity, VerifiedIdentity)
+        digest = verified.credential.digest
+        memo = self.users.get(digest)
+        if memo is None or memo.identity != identity:
+            try:
+                user = self.cache.flight.run("mirror:" + digest, lambda: self.mirror(identity))
+            except MirrorRefused as exc:
+                self.report_rejected(
+                    InvalidToken(exc.message, reason=exc.reason), verified.credential, request
+                )
+                raise
+            memo = _Memo(user, identity, verified.fresh_until)
+            self.users.set(digest, memo)
+        if not getattr(memo.user, "is_active", True):
+            err = invalid("user_inactive")
+            self.report_rejected(err, verified.credential, request)
+            raise err
+        return memo.user
+
+    def mirror(self, identity: VerifiedIdentity) -> Any:
+        """The local user for an identity, through the configured mapper."""
+        from keyrunes_django.mapping import get_mapper
+
+        return get_mapper().mirror(identity).user
+
+    def get_organization_user(self, verified: Verified) -> OrganizationUser:
+        """``request.user`` for an organization key."""
+        assert isinstance(verified.principal, OrganizationPrincipal)
+        return OrganizationUser(verified.principal)
+
+    # --------------------------------------------------------------- sequence
+
+    def warm(self, header: str | None) -> Authenticated | None:
+        """A bearer request answered from this process's memory alone, else None.
+
+        No I/O, so it may run on an event loop: one sha256 and one dictionary
+        lookup. Anything unusual returns None and the full path reports it.
+        """
+        if header is None or not header.startswith("Bearer ") or len(header) > MAX_CREDENTIAL_LENGTH:
+            return None
+        memo = self.users.get(credential_hash(header[7:]))
+        if memo is None or clock.now() >= memo.fresh_until:
+            return None
+        if not getattr(memo.user, "is_active", True):
+            return None
+        return Authenticated(memo.user, memo.identity)
+
+    def read_token(self, request: HttpRequest) -> Credential | None:
+        """The request's bearer token, if any."""
+        header = self.get_header(request)
+        try:
+            token = self.get_raw_token(header)
+        except InvalidToken as err:
+            self._report_unparsed(err, "token", header, request)
+            raise
+        return Credential("token", token, credential_hash(token)) if token is not None else None
+
+    def read_key(self, request: HttpRequest) -> Credential | None:
+        """The request's organization key, if any."""
+        try:
+            key = self.get_organization_key(request)
+        except InvalidToken as err:
+            self._report_unparsed(err, "orgkey", request.META.get(ORG_KEY_META), request)
+            raise
+        return Credential("orgkey", key, credential_hash(key)) if key is not None else None
+
+    def read_credential(self, request: HttpRequest) -> Credential | None:
+        """The request's credential: a bearer token first, else an organization key."""
+        return self.read_token(request) or self.read_key(request)
+
+    def verify(self, credential: Credential, request: HttpRequest | None = None) -> Verified:
+        """Step 2 for either kind (network, no database)."""
+        if credential.kind == "token":
+            return self.get_validated_token(credential, request)
+        return self.get_validated_key(credential, request)
+
+    def finish(self, verified: Verified, request: HttpRequest | None = None) -> Authenticated:
+        """Step 3 for either kind (database for tokens)."""
+        if verified.credential.kind == "token":
+            return Authenticated(self.get_user(verified, request), verified.principal)
+        return Authenticated(self.get_organization_user(verified), verified.principal)
+
+    def authenticate(self, request: HttpRequest) -> Authenticated | None:
+        """The whole sequence; None when the request carries no Keyrunes credential."""
+        found = self.warm(self.get_header(request))
+        if found is not None:
+            return found
+        credential = self.read_credential(request)
+        if credential is None:
+            return None
+        return self.finish(self.verify(credential, request), request)
+
+    async def aauthenticate(self, request: HttpRequest) -> Authenticated | None:
+        """:meth:`authenticate` for ASGI: warm on the loop, network and database in threads."""
+        found = self.warm(self.get_header(request))
+        if found is not None:
+            return found
+        credential = await sync_to_async(self.read_credential)(request)
+        if credential is None:
+            return None
+        # Network in a thread of its own (cold requests must not queue behind each
+        # other); the mirror in Django's thread-sensitive executor, like all ORM work.
+        verified = await sync_to_async(self.verify, thread_sensitive=False)(credential, request)
+        return await sync_to_async(self.finish)(verified, request)
+
+    # -------------------------------------------------------------- reporting
+
+    def _lookup(
+        self,
+        credential: Credential,
+        compute: Any,
+        *,
+        shared: bool,
+        request: HttpRequest | None,
+    ) -> CacheEntry:
+        operation = "verify_token" if credential.kind == "token" else "verify_org_key"
+
+        def stale(error: KeyrunesUnavailable) -> None:
+            self.report_outage(error, operation, request, served_stale=True)
+
+        try:
+            entry = self.cache.lookup(
+                credential.kind, credential.digest, compute, shared=shared, on_stale=stale
+            )
+            entry.raise_if_refused()
+        except InvalidToken as err:
+            self.report_rejected(err, credential, request)
+            raise
+        except KeyrunesUnavailable as exc:
+            self.report_outage(exc, operation, request, served_stale=False)
+            raise
+        return entry
+
+    def _report_unparsed(
+        self, error: InvalidToken, kind: CredentialKind, raw: str | None, request: Any
+    ) -> None:
+        digest = credential_hash((raw or "")[:MAX_CREDENTIAL_LENGTH])
+        self.report_rejected(error, Credential(kind, "", digest), request)
+
+    def report_rejected(
+        self, error: InvalidToken, credential: Credential, request: HttpRequest | None
+    ) -> None:
+        """Log and signal a refused credential (by its hash only)."""
+        error.scheme = _SCHEMES[credential.kind]
+        kind = _KIND_NAMES[credential.kind]
+        logger.warning(
+            "keyrunes %s rejected: %s",
+            kind,
+            error.reason,
+            extra={
+                "event": "credential_rejected",
+                "credential_kind": kind,
+                "reason": error.reason,
+                "credential_hash": credential.digest,
+            },
+        )
+        signals.credential_rejected.send(
+            sender=InvalidToken,
+            reason=error.reason,
+            request=request,
+            credential_hash=credential.digest,
+        )
+
+    def report_outage(
+        self,
+        error: KeyrunesError,
+        operation: str,
+        request: HttpRequest | None,
+        *,
+        served_stale: bool,
+    ) -> None:
+        """Log and signal that Keyrunes could not answer ``operation``."""
+        logger.log(
+            logging.WARNING if served_stale else logging.ERROR,
+            "keyrunes unavailable during %s (%s)%s",
+            operation,
+            error,
+            "; serving the cached identity" if served_stale else "",
+            extra={
+                "event": "auth_service_error",
+                "operation": operation,
+                "served_stale": served_stale,
+                "status_code": error.status_code,
+            },
+        )
+        signals.auth_service_error.send(
+            sender=KeyrunesError,
+            error=error,
+            operation=operation,
+            request=request,
+            served_stale=served_stale,
+        )
+
+    def fail_open(self, error: KeyrunesUnavailable, request: HttpRequest | None) -> bool:
+        """Whether ``FAIL_OPEN`` lets this request through as anonymous (logged loudly if so)."""
+        if not self.fail_open_enabled:
+            return False
+        logger.error(
+            "KEYRUNES FAIL_OPEN: Keyrunes is unavailable (%s); the request continues "
+            "UNAUTHENTICATED instead of getting 503",
+            error,
+            extra={"event": "fail_open", "path": getattr(request, "path", None)},
+        )
+        return True
+
+    def forget(self, kind: CredentialKind, text: str) -> None:
+        """Drop what this process and the shared cache remember about a credential."""
+        digest = credential_hash(text)
+        self.cache.forget(kind, digest)
+        self.users.delete(digest)
 
 
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
+_authenticator: TokenAuthenticator | None = None
+_authenticator_lock = threading.Lock()
+
+
+def get_authenticator() -> TokenAuthenticator:
+    """The process's :class:`TokenAuthenticator` (rebuilt after a settings change)."""
+    global _authenticator
+    current = _authenticator
+    if current is None:
+        with _authenticator_lock:
+            current = _authenticator
+            if current is None:
+                current = _authenticator = TokenAuthenticator()
+    return current
+
+
+@on_settings_changed
+def reset_authenticator() -> None:
+    """Forget the authenticator and everything its per-process caches hold."""
+    global _authenticator
+    with _authenticator_lock:
+        _authenticator = None
+
+
+# --------------------------------------------------------------- thin functions
+
+
+def _token_credential(token: str, request: HttpRequest | None) -> Credential:
+    auth = get_authenticator()
+    if len(token) > MAX_CREDENTIAL_LENGTH:
+        err = invalid("header_too_large")
+        auth._report_unparsed(err, "token", token, request)
+        raise err
+    return Credential("token", token, credential_hash(token))
 
 
 def authenticate_token(token: str, *, request: HttpRequest | None = None) -> VerifiedIdentity:
     """The verified identity of a bearer token (cached; local or remote per settings)."""
-    entry, _ = _token_entry(token, request)
-    assert isinstance(entry.value, VerifiedIdentity)
-    return entry.value
-
-
-def mirror_user(identity: VerifiedIdentity) -> Any:
-    """The local user for an identity, through the configured mapper."""
-    from keyrunes_django.mapping import get_mapper
-
-    return get_mapper().mirror(identity).user
+    verified = get_authenticator().get_validated_token(_token_credential(token, request), request)
+    assert isinstance(verified.principal, VerifiedIdentity)
+    return verified.principal
 
 
 def authenticate_token_user(
@@ -412,105 +464,15 @@ def authenticate_token_user(
 ) -> tuple[Any, VerifiedIdentity]:
     """(local user, identity) for a bearer token.
 
-    The mirrored user is kept with the per-process cache entry, so only the
-    first request per token and process (per TTL) touches the database.
     Raises :class:`InvalidToken` (also when the local user is inactive) and
     :class:`~keyrunes_django.exceptions.MirrorRefused` when the mapping
     settings refuse the user.
     """
-    entry, digest = _token_entry(token, request)
-    identity = entry.value
-    assert isinstance(identity, VerifiedIdentity)
-    user = entry.user
-    if user is None:
-        try:
-            user = get_state().flight.run("mirror:" + digest, lambda: mirror_user(identity))
-        except MirrorRefused as exc:
-            _rejected(InvalidToken(exc.message, reason=exc.reason), digest, "token", request)
-            raise
-        entry.user = user
-    if not getattr(user, "is_active", True):
-        err = _invalid("user_inactive")
-        _rejected(err, digest, "token", request)
-        raise err
-    return user, identity
-
-
-def peek_token_user(token: str) -> tuple[Any, VerifiedIdentity] | None:
-    """(user, identity) from the per-process cache only, or None; never does I/O.
-
-    The warm path of the middleware and the DRF class: one sha256 and one
-    dictionary lookup. A hit means this exact token was parsed, verified and
-    mirrored before, so it is not parsed again; anything unusual (a miss, a
-    refusal, another tenant, an inactive user) returns None and the caller
-    takes the full path, which reports it. Safe on an event loop.
-    """
-    if len(token) > MAX_CREDENTIAL_LENGTH:
-        return None
-    state = get_state()
-    entry = state.peek("token", credential_hash(token))
-    if entry is None:
-        return None
-    user = entry.user
-    identity = entry.value
-    # A user is stored only after the tenant check passed, and the per-process
-    # layer is rebuilt whenever the settings change, so it need not be redone.
-    if user is None or not isinstance(identity, VerifiedIdentity):
-        return None
-    if not getattr(user, "is_active", True):
-        return None
-    return user, identity
-
-
-def peek_bearer_user(header: str | None) -> tuple[Any, VerifiedIdentity] | None:
-    """:func:`peek_token_user` for an ``Authorization`` value of the form ``Bearer <token>``."""
-    if header is not None and header.startswith("Bearer "):
-        return peek_token_user(header[7:])
-    return None
-
-
-# ------------------------------------------------------------------- org keys
-
-
-def _verify_org_key_remote(key: str) -> OrganizationPrincipal:
-    from keyrunes_django.client import VerifyOrgKeyDefect, get_client
-
-    client = get_client()
-    try:
-        answer = client.verify_org_key(key)
-    except AuthenticationFailed:
-        raise _invalid("invalid_key") from None
-    except VerifyOrgKeyDefect:
-        pass  # this server version's 500 for a valid key: probe instead (§12.4)
-    except (KeyrunesProtocolError, KeyrunesHTTPError) as exc:
-        raise KeyrunesUnavailable(
-            f"Unexpected answer from /api/verify-org-key: {type(exc).__name__}",
-            status_code=exc.status_code,
-        ) from exc
-    else:
-        return OrganizationPrincipal(
-            organization_id=answer.organization_id, name=answer.organization
-        )
-    try:
-        client.check_permission(0, "keyrunes-django:probe", "verify", org_key=key)
-    except AuthenticationFailed:
-        raise _invalid("invalid_key") from None
-    except NotFound as exc:
-        if "user not found" not in exc.message.lower():
-            raise KeyrunesUnavailable(
-                "Unexpected 404 from /api/check-permission", status_code=404
-            ) from exc
-    except KeyrunesHTTPError as exc:
-        if exc.status_code != 403:  # 403 = past the key gate, so the key is valid
-            raise KeyrunesUnavailable(
-                f"Unexpected answer from /api/check-permission: {type(exc).__name__}",
-                status_code=exc.status_code,
-            ) from exc
-    except KeyrunesProtocolError as exc:
-        raise KeyrunesUnavailable(
-            "Unexpected answer from /api/check-permission", status_code=exc.status_code
-        ) from exc
-    return OrganizationPrincipal(organization_id=None)
+    auth = get_authenticator()
+    verified = auth.get_validated_token(_token_credential(token, request), request)
+    user = auth.get_user(verified, request)
+    assert isinstance(verified.principal, VerifiedIdentity)
+    return user, verified.principal
 
 
 def authenticate_organization_key(
@@ -518,32 +480,21 @@ def authenticate_organization_key(
 ) -> OrganizationPrincipal:
     """The organization behind an ``X-Organization-Key`` value (cached by its hash).
 
-    With ``ORGANIZATION_SCOPE`` set, a key of another organization, or one
-    whose organization Keyrunes cannot name (this server version), is refused
-    with ``scope_mismatch``.
+    The key must belong to this service's organization (see
+    :mod:`keyrunes_django.tenancy`); other keys are refused with
+    ``scope_mismatch``, and all keys with ``organization_unknown`` while this
+    service's organization cannot be established.
     """
-    state = get_state()
-    digest = credential_hash(key[:MAX_CREDENTIAL_LENGTH])
+    auth = get_authenticator()
     try:
-        key = parse_organization_key_header(key) or ""
-        if not key:
-            raise _invalid("malformed")
+        canonical = parse_organization_key_header(key)
+        if canonical is None:
+            raise invalid("malformed")
     except InvalidToken as err:
-        _rejected(err, digest, "organization key", request)
+        auth._report_unparsed(err, "orgkey", key, request)
         raise
-
-    def compute() -> tuple[OrganizationPrincipal, float | None]:
-        return _verify_org_key_remote(key), None
-
-    entry = _lookup(state, "orgkey", digest, compute, True, "verify_org_key", request)
-    try:
-        entry.raise_if_refused()
-        principal = entry.value
-        assert isinstance(principal, OrganizationPrincipal)
-        scope = state.organization_scope
-        if scope is not None and principal.organization_id != scope:
-            raise _invalid("scope_mismatch")
-    except InvalidToken as err:
-        _rejected(err, digest, "organization key", request)
-        raise
-    return principal
+    verified = auth.get_validated_key(
+        Credential("orgkey", canonical, credential_hash(canonical)), request
+    )
+    assert isinstance(verified.principal, OrganizationPrincipal)
+    return verified.principal
