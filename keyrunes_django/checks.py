@@ -22,6 +22,12 @@ keyrunes_django.E022   ``GROUPS`` declares a name twice
 keyrunes_django.E023   ``POLICIES`` is not a list
 keyrunes_django.E024   a ``POLICIES`` entry is malformed (fields, lengths, effect, conditions)
 keyrunes_django.E025   ``POLICIES`` declares a name twice
+keyrunes_django.E030   ``ORGANIZATION_SCOPE`` is not a positive organization id
+keyrunes_django.E031   ``EXEMPT_PATHS`` is not a list of regular expressions
+keyrunes_django.E032   ``CACHE_SIGNING_KEY`` is neither None nor a string of 32+ characters
+keyrunes_django.E033   a Keyrunes middleware comes before ``AuthenticationMiddleware``
+keyrunes_django.W030   signed-cookie sessions would carry the user's Keyrunes token
+keyrunes_django.W031   organization keys are refused: the service's organization is unknown
 =====================  ===========================================================
 
 Ids are stable; features with their own settings add checks from E020 on.
@@ -43,7 +49,7 @@ from django.utils.module_loading import import_string
 
 from keyrunes_django.conf import DEFAULTS, IMPORT_STRINGS, REMOVED_SETTINGS
 
-__all__ = ["check_settings"]
+__all__ = ["check_request_path", "check_settings"]
 
 _ID = "keyrunes_django."
 
@@ -283,4 +289,142 @@ def check_settings(
     from keyrunes_django.policies import check_declarations
 
     messages += check_declarations(get("GROUPS"), get("POLICIES"))
+    return messages
+
+
+# ------------------------------------------------------------------ request path
+
+_AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+_KEYRUNES_MIDDLEWARE = "keyrunes_django.middleware.KeyrunesAuthenticationMiddleware"
+_REFRESH_MIDDLEWARE = "keyrunes_django.middleware.KeyrunesSessionRefreshMiddleware"
+_ORG_KEY_DRF_CLASS = "keyrunes_django.drf.authentication.KeyrunesOrganizationKeyAuthentication"
+
+
+def _check_scope(value: Any) -> list[CheckMessage]:
+    from keyrunes_django.tenancy import scope_problem
+
+    problem = scope_problem(value)
+    if problem is None:
+        return []
+    return [
+        Error(
+            problem,
+            hint="Set it to the id of this service's organization, or leave it out.",
+            id=_ID + "E030",
+        )
+    ]
+
+
+def _check_exempt_paths(value: Any) -> list[CheckMessage]:
+    import re
+
+    hint = "A list of regular expressions matched against request.path, e.g. [r'^/health/$']."
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        return [
+            Error(
+                f"KEYRUNES['EXEMPT_PATHS'] = {value!r} is not a list.", hint=hint, id=_ID + "E031"
+            )
+        ]
+    messages: list[CheckMessage] = []
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            messages.append(
+                Error(
+                    f"KEYRUNES['EXEMPT_PATHS'] entry {pattern!r} is not a regular expression "
+                    f"({exc}).",
+                    hint=hint,
+                    id=_ID + "E031",
+                )
+            )
+    return messages
+
+
+def _check_signing_key(value: Any) -> list[CheckMessage]:
+    if value is None or (isinstance(value, str) and len(value) >= MIN_SECRET_BYTES):
+        return []
+    return [
+        Error(
+            "KEYRUNES['CACHE_SIGNING_KEY'] must be None (derived from SECRET_KEY) or a string "
+            f"of at least {MIN_SECRET_BYTES} characters.",
+            hint="Services that share one cache and should read each other's records use the "
+            "same key; leave it out otherwise.",
+            id=_ID + "E032",
+        )
+    ]
+
+
+def _check_middleware_order() -> list[CheckMessage]:
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
+    messages: list[CheckMessage] = []
+    for name in (_KEYRUNES_MIDDLEWARE, _REFRESH_MIDDLEWARE):
+        if name not in middleware:
+            continue
+        position = middleware.index(name)
+        if _AUTH_MIDDLEWARE not in middleware[:position]:
+            messages.append(
+                Error(
+                    f"{name} must come after {_AUTH_MIDDLEWARE} in MIDDLEWARE.",
+                    hint="AuthenticationMiddleware sets request.user lazily; placed after "
+                    "Keyrunes' middleware it replaces the token's user with the session's.",
+                    id=_ID + "E033",
+                )
+            )
+    return messages
+
+
+def _check_session_engine(user: Mapping[str, Any]) -> list[CheckMessage]:
+    engine = getattr(settings, "SESSION_ENGINE", "")
+    backends = getattr(settings, "AUTHENTICATION_BACKENDS", ())
+    if engine != "django.contrib.sessions.backends.signed_cookies":
+        return []
+    if not any(str(b).startswith("keyrunes_django.") for b in backends):
+        return []
+    return [
+        Warning(
+            "The signed-cookie session engine stores the session in the browser: the user's "
+            "Keyrunes token would travel in the cookie (signed, not encrypted).",
+            hint="Use a database or cache session engine.",
+            id=_ID + "W030",
+        )
+    ]
+
+
+def _uses_org_keys() -> bool:
+    middleware = getattr(settings, "MIDDLEWARE", None) or ()
+    drf = getattr(settings, "REST_FRAMEWORK", None) or {}
+    classes = drf.get("DEFAULT_AUTHENTICATION_CLASSES", ()) if isinstance(drf, Mapping) else ()
+    return _KEYRUNES_MIDDLEWARE in middleware or _ORG_KEY_DRF_CLASS in classes
+
+
+def _check_org_key_binding(user: Mapping[str, Any]) -> list[CheckMessage]:
+    if user.get("ORGANIZATION_SCOPE") is not None or user.get("SERVICE_ACCOUNT") is not None:
+        return []
+    if not _uses_org_keys():
+        return []
+    return [
+        Warning(
+            "Organization keys are refused: this service's organization cannot be established "
+            "(no ORGANIZATION_SCOPE and no SERVICE_ACCOUNT).",
+            hint="Set KEYRUNES['ORGANIZATION_SCOPE'] to your organization's id, or configure "
+            "SERVICE_ACCOUNT so it is looked up by NAMESPACE. Bearer tokens are not affected.",
+            id=_ID + "W031",
+        )
+    ]
+
+
+@register("keyrunes")
+def check_request_path(**kwargs: Any) -> list[CheckMessage]:
+    """Checks of the settings the bearer-token and organization-key path reads."""
+    user = getattr(settings, "KEYRUNES", None)
+    if not isinstance(user, Mapping):
+        return []  # reported by check_settings
+    messages: list[CheckMessage] = []
+    messages += _check_scope(user.get("ORGANIZATION_SCOPE"))
+    messages += _check_exempt_paths(user.get("EXEMPT_PATHS", ()))
+    messages += _check_signing_key(user.get("CACHE_SIGNING_KEY"))
+    messages += _check_middleware_order()
+    messages += _check_session_engine(user)
+    messages += _check_org_key_binding(user)
     return messages

@@ -40,6 +40,7 @@ ALGORITHM = "HS256"
 #: Claims without which a token is refused as ``missing_claim``.
 REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss")
 
+
 @dataclass(frozen=True)
 class ParsedToken:
     """A compact JWS split and decoded, not verified."""

@@ -33,9 +33,7 @@ MAX_CREDENTIAL_LENGTH = 8192
 # The UUID forms Keyrunes accepts for a key: hyphenated, simple, braced, urn.
 _HEX = "[0-9a-fA-F]"
 _HYPHENATED = f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
-_UUID_FORMS = re.compile(
-    f"{_HYPHENATED}|{_HEX}{{32}}|\\{{{_HYPHENATED}\\}}|urn:uuid:{_HYPHENATED}"
-)
+_UUID_FORMS = re.compile(f"{_HYPHENATED}|{_HEX}{{32}}|\\{{{_HYPHENATED}\\}}|urn:uuid:{_HYPHENATED}")
 
 # RFC 6750 b64token: what may follow "Bearer ".
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")

@@ -119,9 +119,7 @@ def authentication_required_response(
 
 def forbidden_response(request: HttpRequest, *, reason: str, description: str) -> HttpResponse:
     """403 for an authenticated caller who is not allowed."""
-    return refusal_response(
-        request, 403, error="forbidden", reason=reason, description=description
-    )
+    return refusal_response(request, 403, error="forbidden", reason=reason, description=description)
 
 
 def service_unavailable_response(

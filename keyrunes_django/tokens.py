@@ -242,7 +242,11 @@ class TokenAuthenticator:
         No I/O, so it may run on an event loop: one sha256 and one dictionary
         lookup. Anything unusual returns None and the full path reports it.
         """
-        if header is None or not header.startswith("Bearer ") or len(header) > MAX_CREDENTIAL_LENGTH:
+        if (
+            header is None
+            or not header.startswith("Bearer ")
+            or len(header) > MAX_CREDENTIAL_LENGTH
+        ):
             return None
         memo = self.users.get(credential_hash(header[7:]))
         if memo is None or clock.now() >= memo.fresh_until:

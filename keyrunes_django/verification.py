@@ -92,9 +92,7 @@ def _ask_me(token: str, claims: TokenClaims) -> VerifiedIdentity:
         raise KeyrunesUnavailable("Keyrunes answered /api/me about another user.")
     tenancy.check_identity(user.namespace, user.organization_id)
     identity = user.to_identity(source="remote")
-    return dataclasses.replace(
-        identity, expires_at=claims.expires_at, issued_at=claims.issued_at
-    )
+    return dataclasses.replace(identity, expires_at=claims.expires_at, issued_at=claims.issued_at)
 
 
 def verify_organization_key(key: str) -> OrganizationPrincipal:
