@@ -435,11 +435,15 @@ class VerificationCache:
         compute: Compute,
         *,
         shared: bool,
+        shared_first: bool = False,
         on_stale: Callable[[KeyrunesUnavailable], None] | None = None,
     ) -> CacheEntry:
         """The cached outcome for a credential, computing it on a miss.
 
-        ``compute`` returns (value, expiry timestamp or None) or raises
+        With ``shared_first`` a fresh per-process entry counts only while the
+        shared cache still holds the credential's record: deleting that record
+        ends the answer on every process at its next lookup. ``compute`` returns
+        (value, expiry timestamp or None) or raises
         :class:`InvalidToken` (cached as a refusal) or
         :class:`KeyrunesUnavailable` (never cached; a usable stale answer is
         served instead, after calling ``on_stale``).
@@ -447,7 +451,7 @@ class VerificationCache:
         key = kind + ":" + digest
         at = clock.now()
         entry = self.local.get(key)
-        if entry is not None and entry.is_fresh(at):
+        if entry is not None and entry.is_fresh(at) and not shared_first:
             return entry
         stale = entry if entry is not None and entry.is_usable_stale(at) else None
         if shared:
@@ -460,7 +464,7 @@ class VerificationCache:
                 if remote.is_usable_stale(at) and newer:
                     stale = remote
         try:
-            return self.flight.run(key, lambda: self._refresh(kind, digest, compute, shared))
+            return self.flight.run(key, lambda: self._refresh(kind, digest, compute, shared, at))
         except KeyrunesUnavailable as exc:
             if stale is None:
                 raise
@@ -468,11 +472,13 @@ class VerificationCache:
                 on_stale(exc)
             return self._serve_stale(key, stale)
 
-    def _refresh(self, kind: str, digest: str, compute: Compute, shared: bool) -> CacheEntry:
+    def _refresh(
+        self, kind: str, digest: str, compute: Compute, shared: bool, started: float
+    ) -> CacheEntry:
         key = kind + ":" + digest
         # Another thread may have finished the same call while we queued.
         current = self.local.get(key)
-        if current is not None and current.is_fresh(clock.now()):
+        if current is not None and current.stored_at >= started and current.is_fresh(clock.now()):
             return current
         try:
             value, expires_at = compute()

@@ -22,8 +22,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from keyrunes_django.credentials import invalid
 from keyrunes_django.conf import clock, keyrunes_settings, on_settings_changed
+from keyrunes_django.credentials import invalid
 from keyrunes_django.identity import OrganizationPrincipal
 
 __all__ = [

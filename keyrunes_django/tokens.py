@@ -75,6 +75,7 @@ __all__ = [
     "authenticate_organization_key",
     "authenticate_token",
     "authenticate_token_user",
+    "forget_organization_key",
     "get_authenticator",
 ]
 
@@ -197,7 +198,9 @@ class TokenAuthenticator:
         def compute() -> tuple[OrganizationPrincipal, float | None]:
             return verify_organization_key(credential.text), None
 
-        entry = self._lookup(credential, compute, shared=True, request=request)
+        # The shared record decides before this process's memory does, so a key
+        # forgotten on one instance (a rotation) is refused on all of them at once.
+        entry = self._lookup(credential, compute, shared=True, shared_first=True, request=request)
         assert isinstance(entry.value, OrganizationPrincipal)
         return Verified(credential, entry.value, entry.fresh_until)
 
@@ -321,6 +324,7 @@ class TokenAuthenticator:
         compute: Any,
         *,
         shared: bool,
+        shared_first: bool = False,
         request: HttpRequest | None,
     ) -> CacheEntry:
         operation = "verify_token" if credential.kind == "token" else "verify_org_key"
@@ -330,7 +334,12 @@ class TokenAuthenticator:
 
         try:
             entry = self.cache.lookup(
-                credential.kind, credential.digest, compute, shared=shared, on_stale=stale
+                credential.kind,
+                credential.digest,
+                compute,
+                shared=shared,
+                shared_first=shared_first,
+                on_stale=stale,
             )
             entry.raise_if_refused()
         except InvalidToken as err:
@@ -502,3 +511,16 @@ def authenticate_organization_key(
     )
     assert isinstance(verified.principal, OrganizationPrincipal)
     return verified.principal
+
+
+def forget_organization_key(key: str) -> None:
+    """Drop every cached answer about an organization key (after a rotation).
+
+    Instances sharing the cache stop accepting it on their next request with it.
+    """
+    from keyrunes_django.tenancy import forget_service_organization
+
+    canonical = parse_organization_key_header(key)
+    if canonical is not None:
+        get_authenticator().forget("orgkey", canonical)
+    forget_service_organization()

@@ -11,6 +11,7 @@ from django.core.management.base import CommandError
 from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.exceptions import AuthenticationFailed, KeyrunesError, PermissionDenied
 from keyrunes_django.management.commands._common import KeyrunesCommand
+from keyrunes_django.tokens import forget_organization_key
 
 
 def fingerprint(key: str) -> str:
@@ -51,7 +52,7 @@ class Command(KeyrunesCommand):
         # The server answers 200 even for an unknown id (with a key stored
         # nowhere), so check the id first when the account may list organizations.
         try:
-            known = {org.organization_id for org in client.list_organizations(token)}
+            known = {org.organization_id: org for org in client.list_organizations(token)}
         except PermissionDenied:
             known = None
         except KeyrunesError as exc:
@@ -65,6 +66,11 @@ class Command(KeyrunesCommand):
             result = client.rotate_organization_key(token, organization_id)
         except KeyrunesError as exc:
             raise self.admin_error("Rotating the key", exc) from exc
+        old = known[organization_id].secret_key if known is not None else None
+        if old:
+            # Every instance that shares the cache asks the shared record of a key
+            # before trusting its own memory, so dropping it ends the old key there too.
+            forget_organization_key(old)
         shown = result.secret_key if options.get("show_key") else fingerprint(result.secret_key)
         self.info(f"Rotated the key of organization {result.organization_id}.")
         label = "New key" if options.get("show_key") else "New key fingerprint"
