@@ -343,18 +343,10 @@ def _compare(
 
 
 def _default_organization_id(token: str) -> int:
-    scope = keyrunes_settings.ORGANIZATION_SCOPE
-    if isinstance(scope, int) and not isinstance(scope, bool):
-        return scope
-    import jwt
+    from keyrunes_django.service_account import resolve_organization_id
+    from keyrunes_django.tenancy import namespace, organization_scope
 
-    # Our own service token: its organization is where the admin API acts by default.
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False}, algorithms=["HS256"])
-    except jwt.PyJWTError:
-        return 1
-    org = claims.get("organization_id")
-    return org if isinstance(org, int) and not isinstance(org, bool) else 1
+    return resolve_organization_id(token, namespace(), scope=organization_scope())
 
 
 def _resolve(client: KeyrunesClient | None, token: str | None) -> tuple[KeyrunesClient, str]:
@@ -378,7 +370,8 @@ def compute_policy_diff(
     """Compare ``KEYRUNES["GROUPS"]``/``["POLICIES"]`` with the server, field by field.
 
     ``token`` defaults to the service account's; ``organization_id`` to
-    ``ORGANIZATION_SCOPE``, else the service account's organization.
+    ``ORGANIZATION_SCOPE``, else the organization of ``NAMESPACE`` (see
+    :func:`keyrunes_django.service_account.resolve_organization_id`).
     """
     groups = declared_groups()
     policies = declared_policies()

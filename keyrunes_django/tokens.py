@@ -113,11 +113,15 @@ class Authenticated:
     principal: VerifiedIdentity | OrganizationPrincipal
 
 
-@dataclass(frozen=True)
 class _Memo:
-    user: Any
-    identity: VerifiedIdentity
-    fresh_until: float
+    """A mirrored token's ready answer, kept until its cache entry stops being fresh."""
+
+    __slots__ = ("fresh_until", "identity", "result")
+
+    def __init__(self, result: Authenticated, identity: VerifiedIdentity, fresh_until: float):
+        self.result = result
+        self.identity = identity
+        self.fresh_until = fresh_until
 
 
 def _signing_key() -> bytes:
@@ -218,13 +222,14 @@ class TokenAuthenticator:
                     InvalidToken(exc.message, reason=exc.reason), verified.credential, request
                 )
                 raise
-            memo = _Memo(user, identity, verified.fresh_until)
+            memo = _Memo(Authenticated(user, identity), identity, verified.fresh_until)
             self.users.set(digest, memo)
-        if not getattr(memo.user, "is_active", True):
+        user = memo.result.user
+        if not getattr(user, "is_active", True):
             err = invalid("user_inactive")
             self.report_rejected(err, verified.credential, request)
             raise err
-        return memo.user
+        return user
 
     def mirror(self, identity: VerifiedIdentity) -> Any:
         """The local user for an identity, through the configured mapper."""
@@ -254,9 +259,9 @@ class TokenAuthenticator:
         memo = self.users.get(credential_hash(header[7:]))
         if memo is None or clock.now() >= memo.fresh_until:
             return None
-        if not getattr(memo.user, "is_active", True):
+        if not getattr(memo.result.user, "is_active", True):
             return None
-        return Authenticated(memo.user, memo.identity)
+        return memo.result
 
     def read_token(self, request: HttpRequest) -> Credential | None:
         """The request's bearer token, if any."""

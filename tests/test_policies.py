@@ -266,7 +266,16 @@ class TestDiffAndApply:
         assert "0 missing, 0 changed, 0 undeclared, 0 unchanged." in diff.format_report()
 
 
-def test_default_organization_of_an_unreadable_token() -> None:
-    from keyrunes_django.policies import _default_organization_id
+def test_no_silent_default_organization(
+    keyrunes: Any, keyrunes_superadmin: Any, settings: Any
+) -> None:
+    """An unreadable token and an unknown namespace never fall back to organization 1."""
+    from keyrunes_django.exceptions import ServiceAccountError
+    from keyrunes_django.policies import compute_policy_diff
+    from keyrunes_django.service_account import resolve_organization_id
 
-    assert _default_organization_id("not-a-jwt") == 1
+    token = keyrunes.issue_token(keyrunes_superadmin)
+    assert resolve_organization_id(token, "public") == keyrunes_superadmin.organization_id
+    settings.KEYRUNES = {**settings.KEYRUNES, "NAMESPACE": "nowhere"}
+    with pytest.raises(ServiceAccountError, match="ORGANIZATION_SCOPE"):
+        compute_policy_diff(token=token)
