@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 from keyrunes_django.conf import clock, keyrunes_settings, on_settings_changed
 from keyrunes_django.credentials import invalid
+from keyrunes_django.exceptions import (
+    KeyrunesHTTPError,
+    KeyrunesProtocolError,
+    ServiceAccountError,
+)
 from keyrunes_django.identity import OrganizationPrincipal
 
 __all__ = [
@@ -117,32 +123,37 @@ def key_digest(key: str) -> str:
     return hmac.new(secret, key.strip().lower().encode(), hashlib.sha256).hexdigest()
 
 
+logger = logging.getLogger("keyrunes_django.auth")
+
 _lock = threading.Lock()
 _memo: ServiceOrganization | None = None
+_failed_at: float | None = None
 
 
 @on_settings_changed
 def forget_service_organization() -> None:
     """Forget the remembered organization (the next key check resolves it again)."""
-    global _memo
+    global _memo, _failed_at
     with _lock:
         _memo = None
+        _failed_at = None
 
 
 def service_organization(*, max_age: float | None = None) -> ServiceOrganization | None:
     """This service's organization, or None when it cannot be established.
 
-    With ``ORGANIZATION_SCOPE`` it is that id. Otherwise it is asked of the
-    admin API with the service account (raising
-    :class:`~keyrunes_django.exceptions.KeyrunesUnavailable` on an outage) and
-    remembered for ``CACHE_TTL`` seconds, or ``max_age`` when given.
+    With ``ORGANIZATION_SCOPE`` and no service account it is that id. Otherwise
+    the admin API is asked with the service account (an outage raises
+    :class:`~keyrunes_django.exceptions.KeyrunesUnavailable`) and the answer is
+    remembered for ``CACHE_TTL`` seconds, or ``max_age`` when given. An account
+    that may not list organizations is logged and counts as "cannot be
+    established" for ``NEGATIVE_CACHE_TTL`` seconds.
     """
-    global _memo
-    from keyrunes_django.service_account import configured, organization_record
+    from keyrunes_django.service_account import configured
 
     scope = organization_scope()
-    if scope is None and not configured():
-        return None
+    if not configured():
+        return _scope_only(scope)
     limit = float(keyrunes_settings.CACHE_TTL) if max_age is None else max_age
     memo = _memo
     if memo is not None and clock.now() - memo.resolved_at < limit:
@@ -151,16 +162,42 @@ def service_organization(*, max_age: float | None = None) -> ServiceOrganization
         memo = _memo
         if memo is not None and clock.now() - memo.resolved_at < limit:
             return memo
-        if not configured():
-            memo = ServiceOrganization(scope or 0, None, clock.now())
-        else:
-            record = organization_record(namespace(), scope)
-            secret = record.secret_key
-            memo = ServiceOrganization(
-                record.organization_id, key_digest(secret) if secret else None, clock.now()
-            )
-        _memo = memo
-        return memo
+        recent_failure = (
+            _failed_at is not None
+            and max_age != 0.0
+            and clock.now() - _failed_at < float(keyrunes_settings.NEGATIVE_CACHE_TTL)
+        )
+        if recent_failure:
+            return _scope_only(scope)
+        return _resolve(scope)
+
+
+def _scope_only(scope: int | None) -> ServiceOrganization | None:
+    # Without the listing, a scope still binds keys whose organization Keyrunes names.
+    return ServiceOrganization(scope, None, clock.now()) if scope is not None else None
+
+
+def _resolve(scope: int | None) -> ServiceOrganization | None:
+    global _memo, _failed_at
+    from keyrunes_django.service_account import organization_record
+
+    try:
+        record = organization_record(namespace(), scope)
+    except (ServiceAccountError, KeyrunesHTTPError, KeyrunesProtocolError) as exc:
+        logger.error(
+            "keyrunes: this service's organization cannot be established (%s); "
+            "organization keys are refused",
+            exc,
+            extra={"event": "organization_unknown"},
+        )
+        _failed_at = clock.now()
+        return _scope_only(scope)
+    secret = record.secret_key
+    _memo = ServiceOrganization(
+        record.organization_id, key_digest(secret) if secret else None, clock.now()
+    )
+    _failed_at = None
+    return _memo
 
 
 #: How old the remembered organization key may be before a key that does not

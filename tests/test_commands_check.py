@@ -132,22 +132,23 @@ def test_org_key_with_server_quirks(kr: KeyrunesEmulator) -> None:
     assert "OK   org key: valid" in out
 
 
-def test_org_key_client_fallback(kr: KeyrunesEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Without the request-auth helper, the command probes the client itself (§12.4).
-    real_import = keyrunes_check.importlib.import_module
-
-    def no_tokens(name: str) -> Any:
-        if name == "keyrunes_django.tokens":
-            raise ImportError(name)
-        return real_import(name)
-
-    monkeypatch.setattr(keyrunes_check.importlib, "import_module", no_tokens)
-    assert "OK   org key: valid, organization 1" in check()
+def test_org_key_in_both_server_modes(kr: KeyrunesEmulator) -> None:
+    """verify-org-key answering 500 (server_quirks) still identifies the service's own key."""
+    out = check()
+    assert "OK   org key binding: organization keys of organization 1 only" in out
+    assert "OK   org key: valid, organization 1" in out
     kr.server_quirks = True
     try:
-        assert "OK   org key: valid, organization not reported" in check()
+        assert "OK   org key: valid, organization 1" in check()
     finally:
         kr.server_quirks = False
+
+
+def test_org_key_of_another_organization(kr: KeyrunesEmulator) -> None:
+    other = kr.create_organization("Other", namespace="other_ns")
+    with with_keyrunes(ORGANIZATION_KEY=kr.organization_key(other.organization_id)):
+        out, _ = failing()
+    assert "FAIL org key: ORGANIZATION_KEY is refused (scope_mismatch)" in out
 
 
 def test_clock_skew(kr: KeyrunesEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,9 +166,14 @@ def test_clock_skew(kr: KeyrunesEmulator, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_without_service_account(keyrunes: KeyrunesEmulator) -> None:
-    out = check()
+    # Without SERVICE_ACCOUNT or ORGANIZATION_SCOPE no organization key can be bound.
+    out, _ = failing()
     assert "SKIP clock" in out
     assert "SKIP jwt secret" in out
+    assert "WARN org key binding: organization keys are refused: set ORGANIZATION_SCOPE" in out
+    assert "FAIL org key: ORGANIZATION_KEY is refused (organization_unknown)" in out
+    with with_keyrunes(ORGANIZATION_SCOPE=1):
+        assert "OK   org key: valid, organization 1" in check()
 
 
 def test_refused_service_account(keyrunes: KeyrunesEmulator) -> None:
@@ -185,7 +191,8 @@ def test_malformed_service_account(keyrunes: KeyrunesEmulator) -> None:
 
 def test_service_account_without_admin_rights(keyrunes: KeyrunesEmulator) -> None:
     keyrunes.create_user("plain", password="Plain-pass-123")
-    with with_keyrunes(SERVICE_ACCOUNT={"IDENTITY": "plain", "PASSWORD": "Plain-pass-123"}):
+    account = {"IDENTITY": "plain", "PASSWORD": "Plain-pass-123"}
+    with with_keyrunes(SERVICE_ACCOUNT=account, ORGANIZATION_SCOPE=1):
         out = check()
         assert "WARN service account: not in group admin or superadmin" in out
         failing("--fail-on-warn")

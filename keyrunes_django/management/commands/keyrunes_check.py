@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
 import time
 import warnings
 from argparse import ArgumentParser
@@ -17,10 +15,8 @@ from django.core.management.base import CommandError
 
 from keyrunes_django.conf import _unknown_key_message, keyrunes_settings
 from keyrunes_django.exceptions import (
-    AuthenticationFailed,
     InvalidToken,
     KeyrunesError,
-    NotFound,
     ServiceAccountError,
 )
 from keyrunes_django.management.commands._common import SERVICE_ACCOUNT_SETTING, KeyrunesCommand
@@ -263,59 +259,51 @@ class Command(KeyrunesCommand):
             self.report(OK, "service account", "admin API reachable with the service token")
 
     def check_org_key(self, client: Any) -> None:
+        self.check_org_key_binding()
         key = keyrunes_settings.ORGANIZATION_KEY
         if not key:
             self.report(SKIP, "org key", "ORGANIZATION_KEY not set")
             return
+        from keyrunes_django.tokens import authenticate_organization_key
+
         try:
-            organization_id, name = self._verify_org_key(client, str(key))
-        except AuthenticationFailed:
-            self.report(FAIL, "org key", "ORGANIZATION_KEY is refused by Keyrunes")
-            return
+            principal = authenticate_organization_key(str(key))
         except InvalidToken as exc:
-            self.report(FAIL, "org key", f"ORGANIZATION_KEY refused: {exc}")
+            hint = {
+                "invalid_key": "Keyrunes does not know it (rotated?)",
+                "scope_mismatch": "it is the key of another organization than this service's",
+                "organization_unknown": "this service's organization is not established",
+            }.get(exc.reason, exc.message)
+            self.report(FAIL, "org key", f"ORGANIZATION_KEY is refused ({exc.reason}): {hint}")
             return
         except KeyrunesError as exc:
             self.report(FAIL, "org key", f"could not verify ORGANIZATION_KEY: {exc}")
             return
-        scope = keyrunes_settings.ORGANIZATION_SCOPE
-        where = (
-            f"organization {organization_id}"
-            if organization_id is not None
-            else ("organization not reported by this server version")
-        )
-        if name:
-            where += f" ({name})"
-        if (
-            scope not in (None, "")
-            and organization_id is not None
-            and int(scope) != int(organization_id)
-        ):
-            self.report(FAIL, "org key", f"valid key of {where}, but ORGANIZATION_SCOPE is {scope}")
+        name = f" ({principal.name})" if principal.name else ""
+        self.report(OK, "org key", f"valid, organization {principal.organization_id}{name}")
+
+    def check_org_key_binding(self) -> None:
+        """Which organization's keys this service accepts, and how to fix it when none."""
+        from keyrunes_django.tenancy import service_organization
+
+        try:
+            own = service_organization(max_age=0.0)
+        except KeyrunesError as exc:
+            self.report(FAIL, "org key binding", f"could not establish the organization: {exc}")
             return
-        self.report(OK, "org key", f"valid, {where}")
-
-    def _verify_org_key(self, client: Any, key: str) -> tuple[int | None, str | None]:
-        # Prefer the request-auth code path (same fallbacks as production).
-        try:
-            tokens = importlib.import_module("keyrunes_django.tokens")
-            authenticate = tokens.authenticate_organization_key
-        except (ImportError, AttributeError):
-            authenticate = None
-        if authenticate is not None:
-            principal = authenticate(key)
-            return principal.organization_id, principal.name
-        from keyrunes_django.client import VerifyOrgKeyDefect
-
-        try:
-            answer = client.verify_org_key(key)
-        except VerifyOrgKeyDefect:
-            # Contract §12.4: probe check-permission with user 0; 404 = valid key.
-            # A 404 means the key passed the gate: it is valid.
-            with contextlib.suppress(NotFound):
-                client.check_permission(0, "keyrunes_check", "probe", org_key=key)
-            return None, None
-        return answer.organization_id, answer.organization
+        if own is None:
+            self.report(
+                WARN,
+                "org key binding",
+                "organization keys are refused: set ORGANIZATION_SCOPE to this service's "
+                "organization id, or configure SERVICE_ACCOUNT so it is looked up by NAMESPACE",
+            )
+            return
+        self.report(
+            OK,
+            "org key binding",
+            f"organization keys of organization {own.organization_id} only",
+        )
 
     # ------------------------------------------------------------------ main
 
