@@ -114,11 +114,11 @@ def main() -> int:
 
     from keyrunes_django import cache, tokens
     from keyrunes_django.cache import CacheEntry, LocalCache
-    from keyrunes_django.tokens import TokenAuthenticator
     from keyrunes_django.conf import keyrunes_settings
     from keyrunes_django.drf.authentication import KeyrunesTokenAuthentication
     from keyrunes_django.identity import VerifiedIdentity
     from keyrunes_django.testing import KeyrunesEmulator
+    from keyrunes_django.tokens import TokenAuthenticator
 
     call_command("migrate", verbosity=0, run_syncdb=True)
 
