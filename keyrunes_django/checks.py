@@ -47,7 +47,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
-from keyrunes_django.conf import DEFAULTS, IMPORT_STRINGS, REMOVED_SETTINGS
+from keyrunes_django.conf import DEFAULTS, IMPORT_STRINGS, MIN_SECRET_BYTES, REMOVED_SETTINGS
 
 __all__ = ["check_request_path", "check_settings"]
 
@@ -67,7 +67,6 @@ NON_NEGATIVE_NUMBERS = (
 )
 _INTEGERS = frozenset({"RETRIES", "LOCAL_CACHE_SIZE"})
 VERIFICATION_MODES = ("auto", "local", "remote")
-MIN_SECRET_BYTES = 32
 
 
 def _is_number(value: Any) -> bool:

@@ -74,6 +74,9 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_THROTTLE_IP_FAILURES": None,  # per-IP limit; None = 4 x LOGIN_THROTTLE_FAILURES, 0 = off
 }
 
+#: Shortest secret accepted for ``JWT_SECRET`` and ``CACHE_SIGNING_KEY`` (HS256 wants 256 bits).
+MIN_SECRET_BYTES = 32
+
 #: Keys whose value may be a dotted import path to a class or callable.
 IMPORT_STRINGS: frozenset[str] = frozenset({"USER_MAPPER"})
 
@@ -87,7 +90,8 @@ REMOVED_SETTINGS: dict[str, str] = {
 }
 
 
-def _unknown_key_message(key: str) -> str:
+def unknown_key_message(key: str) -> str:
+    """Why ``key`` is not accepted in ``KEYRUNES`` (with a hint for removed keys)."""
     if key in REMOVED_SETTINGS:
         return f"KEYRUNES[{key!r}] is not supported: {REMOVED_SETTINGS[key]}"
     return f"KEYRUNES[{key!r}] is not a known setting."
@@ -121,7 +125,7 @@ class KeyrunesSettings:
             return
         unknown = sorted(key for key in user if key not in DEFAULTS)
         if unknown:
-            raise ImproperlyConfigured(" ".join(_unknown_key_message(k) for k in unknown))
+            raise ImproperlyConfigured(" ".join(unknown_key_message(k) for k in unknown))
         self._validated = id(user)
 
     def raw(self, name: str) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 from django.core.management.base import CommandError
 
-from keyrunes_django.conf import _unknown_key_message, keyrunes_settings
+from keyrunes_django.conf import MIN_SECRET_BYTES, keyrunes_settings, unknown_key_message
 from keyrunes_django.exceptions import (
     InvalidToken,
     KeyrunesError,
@@ -23,7 +23,6 @@ from keyrunes_django.management.commands._common import SERVICE_ACCOUNT_SETTING,
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 #: Local verification refuses tokens whose iat is ahead by more than the leeway.
-MIN_SECRET_BYTES = 32
 
 # Indirection so tests can move our clock against the server's.
 _now: Callable[[], float] = time.time
@@ -85,7 +84,7 @@ class Command(KeyrunesCommand):
         if unknown:
             self.report(FAIL, "settings", f"unknown keys: {', '.join(unknown)}")
             for key in unknown:
-                self.detail(f"     {_unknown_key_message(key)}")
+                self.detail(f"     {unknown_key_message(key)}")
             return False
         base_url = keyrunes_settings.BASE_URL
         if not base_url:
