@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "JWT_SECRET": None,
     "JWT_ISSUER": "keyrunes",
     "JWT_LEEWAY": 10,
+    # The class that runs the bearer-token / organization-key request path.
+    "AUTHENTICATOR_CLASS": "keyrunes_django.tokens.TokenAuthenticator",
     # HTTP behaviour.
     "TIMEOUT": (3.05, 10.0),  # seconds: a number or (connect, read)
     "RETRIES": 2,
@@ -78,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
 MIN_SECRET_BYTES = 32
 
 #: Keys whose value may be a dotted import path to a class or callable.
-IMPORT_STRINGS: frozenset[str] = frozenset({"USER_MAPPER"})
+IMPORT_STRINGS: frozenset[str] = frozenset({"USER_MAPPER", "AUTHENTICATOR_CLASS"})
 
 #: Keys people bring from the SDK or older notes, with what to do instead.
 REMOVED_SETTINGS: dict[str, str] = {

@@ -439,14 +439,18 @@ _authenticator_lock = threading.Lock()
 
 
 def get_authenticator() -> TokenAuthenticator:
-    """The process's :class:`TokenAuthenticator` (rebuilt after a settings change)."""
+    """The process's authenticator, an instance of ``AUTHENTICATOR_CLASS``.
+
+    Rebuilt after a settings change.
+    """
     global _authenticator
     current = _authenticator
     if current is None:
         with _authenticator_lock:
             current = _authenticator
             if current is None:
-                current = _authenticator = TokenAuthenticator()
+                cls = keyrunes_settings.AUTHENTICATOR_CLASS
+                current = _authenticator = cls()
     return current
 
 
