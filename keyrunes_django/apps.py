@@ -18,3 +18,8 @@ class KeyrunesConfig(AppConfig):
         from keyrunes_django.audit import connect_receivers
 
         connect_receivers()
+
+        # Logout puts the session's Keyrunes token on the deny list.
+        from keyrunes_django import revocation
+
+        revocation.connect_receivers()

@@ -242,6 +242,14 @@ class LocalCache(Generic[V]):
         with self._lock:
             self._data.pop(key, None)
 
+    def discard_where(self, predicate: Callable[[V], bool]) -> int:
+        """Drop every value for which ``predicate`` is true; how many were dropped."""
+        with self._lock:
+            doomed = [key for key, value in self._data.items() if predicate(value)]
+            for key in doomed:
+                del self._data[key]
+        return len(doomed)
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
@@ -362,6 +370,31 @@ class SharedCache:
         timeout = max(1, math.ceil(max(entry.stale_until, entry.fresh_until) - at))
         try:
             self.backend.set(key, self.seal(key, _to_record(kind, entry)), timeout)
+        except Exception as exc:
+            self._failed("set", exc)
+
+    def get_values(
+        self, names: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]] | None:
+        """Authentic plain records for (kind, name) pairs in one round trip (None: cache failed)."""
+        keys = {self.key(kind, name): (kind, name) for kind, name in names}
+        try:
+            stored = self.backend.get_many(list(keys))
+        except Exception as exc:
+            self._failed("get", exc)
+            return None
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for key, value in stored.items():
+            record = self.unseal(key, value)
+            if record is not None and key in keys:
+                found[keys[key]] = record
+        return found
+
+    def set_value(self, kind: str, name: str, value: dict[str, Any], timeout: float) -> None:
+        """Store a plain record (sealed like every other) for ``timeout`` seconds."""
+        key = self.key(kind, name)
+        try:
+            self.backend.set(key, self.seal(key, value), max(1, math.ceil(timeout)))
         except Exception as exc:
             self._failed("set", exc)
 

@@ -49,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "SERVICE_ACCOUNT": None,
     # Session tokens.
     "SESSION_REFRESH_MARGIN": 300,
+    # Revocation: how often a remembered token is re-checked against the shared
+    # cache, and how often a session re-reads its user from Keyrunes (/api/me).
+    "REVOCATION_CHECK_INTERVAL": 2.0,
+    "SESSION_RECHECK_INTERVAL": 300,
     # Password flows: show the reset link the server leaks when mail is off (demo only).
     "SHOW_RESET_LINK": False,
     # Mapping remote users and groups onto Django models.

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 
-__all__ = ["KeyrunesIdentity", "MirroredGroup"]
+__all__ = ["KeyrunesIdentity", "MirroredGroup", "TokenRevocation"]
 
 
 class KeyrunesIdentity(models.Model):
@@ -63,3 +63,30 @@ class MirroredGroup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.namespace}:{self.remote_name}"
+
+
+class TokenRevocation(models.Model):
+    """Tokens of one remote user issued before ``not_before`` are refused.
+
+    Keyed on (namespace, remote user id) like :class:`KeyrunesIdentity`, but
+    independent of it: a user can be revoked before or without a local row.
+    """
+
+    namespace = models.CharField(max_length=63)
+    remote_user_id = models.BigIntegerField()
+    not_before = models.DateTimeField()
+    reason = models.CharField(max_length=64, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Keyrunes token revocation"
+        verbose_name_plural = "Keyrunes token revocations"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["namespace", "remote_user_id"],
+                name="keyrunes_revocation_unique_remote_user",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.namespace}:{self.remote_user_id} < {self.not_before.isoformat()}"

@@ -60,6 +60,7 @@ FALLBACK_LIFETIME = 3000
 _PASSWORD_KEYS = frozenset({"IDENTITY", "PASSWORD", "NAMESPACE"})
 _ENV_KEYS = frozenset({"TOKEN_ENV"})
 
+
 def _now() -> float:
     return clock.now()
 

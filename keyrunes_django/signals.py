@@ -29,3 +29,11 @@ credential_rejected = Signal()
 #: Keyrunes was unreachable or answered garbage. kwargs: ``error`` (exception),
 #: ``operation`` (short name), ``request`` (may be None), ``served_stale`` (bool).
 auth_service_error = Signal()
+
+#: Tokens of a user issued before ``not_before`` are refused from now on. kwargs:
+#: ``reason``, ``request`` (may be None), ``namespace``, ``user_id``, ``not_before`` (ISO text).
+tokens_revoked = Signal()
+
+#: One token was put on the deny list (logout). kwargs: ``reason``, ``request``,
+#: ``credential_hash``.
+token_denied = Signal()

@@ -62,6 +62,7 @@ from keyrunes_django.exceptions import (
     MirrorRefused,
 )
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
+from keyrunes_django.revocation import Subject, is_revoked
 from keyrunes_django.users import OrganizationUser
 from keyrunes_django.verification import verify_organization_key, verify_token
 
@@ -98,11 +99,15 @@ class Credential:
 
 @dataclass(frozen=True)
 class Verified:
-    """A verified credential not yet turned into a user (what the async path hands over)."""
+    """A verified credential not yet turned into a user (what the async path hands over).
+
+    ``checked_at`` is when it was last found not revoked.
+    """
 
     credential: Credential
     principal: VerifiedIdentity | OrganizationPrincipal
     fresh_until: float
+    checked_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -114,14 +119,25 @@ class Authenticated:
 
 
 class _Memo:
-    """A mirrored token's ready answer, kept until its cache entry stops being fresh."""
+    """A mirrored token's ready answer, kept until its cache entry stops being fresh.
 
-    __slots__ = ("fresh_until", "identity", "result")
+    ``checked_at`` is when the token was last found not revoked; past
+    ``REVOCATION_CHECK_INTERVAL`` the memo is not used until it is checked again.
+    """
 
-    def __init__(self, result: Authenticated, identity: VerifiedIdentity, fresh_until: float):
+    __slots__ = ("checked_at", "fresh_until", "identity", "result")
+
+    def __init__(
+        self,
+        result: Authenticated,
+        identity: VerifiedIdentity,
+        fresh_until: float,
+        checked_at: float,
+    ) -> None:
         self.result = result
         self.identity = identity
         self.fresh_until = fresh_until
+        self.checked_at = checked_at
 
 
 def _signing_key() -> bytes:
@@ -164,6 +180,7 @@ class TokenAuthenticator:
         shared = SharedCache(str(s.CACHE_ALIAS), _cache_prefix(self.mode), _signing_key())
         self.cache = VerificationCache(policy, int(s.LOCAL_CACHE_SIZE), shared)
         self.users: LocalCache[_Memo] = LocalCache(int(s.LOCAL_CACHE_SIZE))
+        self.revocation_interval = float(s.REVOCATION_CHECK_INTERVAL)
 
     # ------------------------------------------------------------------ steps
 
@@ -191,8 +208,21 @@ class TokenAuthenticator:
             return identity, expires.timestamp() if expires is not None else None
 
         entry = self._lookup(credential, compute, shared=remote, request=request)
-        assert isinstance(entry.value, VerifiedIdentity)
-        return Verified(credential, entry.value, entry.fresh_until)
+        identity = entry.value
+        assert isinstance(identity, VerifiedIdentity)
+        self.check_revocation(credential, identity, request)
+        return Verified(credential, identity, entry.fresh_until, clock.now())
+
+    def check_revocation(
+        self, credential: Credential, identity: VerifiedIdentity, request: HttpRequest | None
+    ) -> None:
+        """Refuse (``revoked``) a denied token, or one issued before its user's not-before."""
+        issued = identity.issued_at.timestamp() if identity.issued_at is not None else None
+        subject = Subject(identity.namespace, identity.user_id)
+        if is_revoked(subject, issued, credential.digest):
+            err = invalid("revoked")
+            self.report_rejected(err, credential, request)
+            raise err
 
     def get_validated_key(
         self, credential: Credential, request: HttpRequest | None = None
@@ -222,8 +252,12 @@ class TokenAuthenticator:
                     InvalidToken(exc.message, reason=exc.reason), verified.credential, request
                 )
                 raise
-            memo = _Memo(Authenticated(user, identity), identity, verified.fresh_until)
+            memo = _Memo(
+                Authenticated(user, identity), identity, verified.fresh_until, verified.checked_at
+            )
             self.users.set(digest, memo)
+        else:
+            memo.checked_at = verified.checked_at
         user = memo.result.user
         if not getattr(user, "is_active", True):
             err = invalid("user_inactive")
@@ -257,7 +291,10 @@ class TokenAuthenticator:
         ):
             return None
         memo = self.users.get(credential_hash(header[7:]))
-        if memo is None or clock.now() >= memo.fresh_until:
+        if memo is None:
+            return None
+        now = clock.now()
+        if now >= memo.fresh_until or now - memo.checked_at > self.revocation_interval:
             return None
         if not getattr(memo.result.user, "is_active", True):
             return None
@@ -426,6 +463,12 @@ class TokenAuthenticator:
             extra={"event": "fail_open", "path": getattr(request, "path", None)},
         )
         return True
+
+    def forget_subject(self, namespace: str, user_id: int) -> None:
+        """Drop this process's remembered users of one remote user (after a revocation)."""
+        self.users.discard_where(
+            lambda memo: memo.identity.user_id == user_id and memo.identity.namespace == namespace
+        )
 
     def forget(self, kind: CredentialKind, text: str) -> None:
         """Drop what this process and the shared cache remember about a credential."""

@@ -1,0 +1,214 @@
+"""Ending access that Keyrunes itself cannot end.
+
+Keyrunes has no revocation: a token is good until its ``exp`` (one hour) and
+``/api/refresh-token`` re-signs old claims without looking at its database.
+This module adds two things on our side, enforced on every path that accepts
+a token (sessions, local and remote bearer tokens):
+
+* a per-user **not-before**: tokens of that user issued before a recorded
+  second are refused (:func:`revoke_user_tokens`). Kept in the database
+  (:class:`~keyrunes_django.models.TokenRevocation`) and mirrored into the
+  shared cache;
+* a **deny list** of single tokens, kept in the shared cache until the token
+  expires (:func:`deny_token`): logout puts the session's token there.
+
+A revocation takes effect at once in the process that made it. Other
+processes that share the cache see it within ``REVOCATION_CHECK_INTERVAL``
+seconds: a remembered token is re-checked against the shared cache at most
+that often, so a warm request makes no round trip in between.
+
+What it cannot stop: a holder of a token issued before the not-before may ask
+Keyrunes to refresh it, and gets a new one with a new issue time. Only
+``/api/me`` (remote mode, and the session re-check) sees that the user is gone;
+rotating ``JWT_SECRET`` on the server ends every token.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from keyrunes_django import signals
+from keyrunes_django.cache import credential_hash
+from keyrunes_django.claims import token_expiry
+from keyrunes_django.conf import clock, keyrunes_settings
+from keyrunes_django.identity import VerifiedIdentity
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+__all__ = [
+    "Subject",
+    "deny_token",
+    "is_revoked",
+    "revoke_user_tokens",
+    "subject_of",
+]
+
+logger = logging.getLogger("keyrunes_django.auth")
+
+USER_KIND = "revoked-user"
+TOKEN_KIND = "denied-token"
+#: Seconds a user's not-before stays in the shared cache; the database keeps
+#: it for good and refills the cache after a miss.
+USER_RECORD_TTL = 86_400
+#: Assumed remaining life of a token whose ``exp`` cannot be read (the server's is 3600 s).
+FALLBACK_TOKEN_LIFETIME = 3600
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A remote user: ids are unique only inside a namespace."""
+
+    namespace: str
+    user_id: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.namespace}:{self.user_id}"
+
+
+def subject_of(user_or_identity: Any) -> Subject | None:
+    """The remote user behind a verified identity or a mirrored Django user (None: local-only)."""
+    if isinstance(user_or_identity, VerifiedIdentity):
+        return Subject(user_or_identity.namespace, user_or_identity.user_id)
+    from keyrunes_django.models import KeyrunesIdentity
+
+    pk = getattr(user_or_identity, "pk", None)
+    if pk is None:
+        return None
+    record = KeyrunesIdentity.objects.filter(user_id=pk).only("namespace", "remote_user_id").first()
+    if record is None:
+        return None
+    return Subject(record.namespace, record.remote_user_id)
+
+
+def _shared() -> Any:
+    from keyrunes_django.tokens import get_authenticator
+
+    return get_authenticator().cache.shared
+
+
+def revoke_user_tokens(
+    user_or_identity: Any, *, reason: str, request: HttpRequest | None = None
+) -> datetime | None:
+    """Refuse from now on every token of this user issued before the current second.
+
+    Returns the recorded not-before (None for a user Keyrunes does not know).
+    The project's own code may call it; the app calls it for logout-everywhere,
+    password changes and resets, deactivation by sync, the admin action and
+    ``manage.py keyrunes_revoke_tokens``.
+    """
+    from keyrunes_django.models import TokenRevocation
+    from keyrunes_django.tokens import get_authenticator
+
+    subject = subject_of(user_or_identity)
+    if subject is None:
+        return None
+    # Whole seconds: a token's iat has 1 s resolution, and a token issued in the
+    # same second (a re-login right after a password change) must stay valid.
+    not_before = datetime.fromtimestamp(math.floor(clock.now()), tz=timezone.utc)
+    record, created = TokenRevocation.objects.get_or_create(
+        namespace=subject.namespace,
+        remote_user_id=subject.user_id,
+        defaults={"not_before": not_before, "reason": reason[:64]},
+    )
+    if not created and record.not_before < not_before:
+        record.not_before = not_before
+        record.reason = reason[:64]
+        record.save(update_fields=["not_before", "reason", "updated_at"])
+    effective = max(record.not_before, not_before) if not created else not_before
+    _publish_user(subject, effective)
+    get_authenticator().forget_subject(subject.namespace, subject.user_id)
+    _announce("tokens_revoked", reason, request, subject=subject, not_before=effective)
+    return effective
+
+
+def deny_token(token: str, *, reason: str, request: HttpRequest | None = None) -> None:
+    """Refuse this one token everywhere until it expires (logout does this)."""
+    from keyrunes_django.tokens import get_authenticator
+
+    digest = credential_hash(token)
+    exp = token_expiry(token)
+    now = clock.now()
+    remaining = (exp - now if exp is not None else FALLBACK_TOKEN_LIFETIME) + float(
+        keyrunes_settings.JWT_LEEWAY
+    )
+    if remaining > 0:
+        _shared().set_value(TOKEN_KIND, digest, {"reason": reason[:64]}, remaining)
+    get_authenticator().forget("token", token)
+    _announce("token_denied", reason, request, credential_hash=digest)
+
+
+def is_revoked(subject: Subject, issued_at: float | None, digest: str) -> bool:
+    """Whether a token (by its subject, ``iat`` and hash) has been revoked.
+
+    One shared-cache round trip; the database only when the cache holds no
+    record of the user (and then the cache is refilled).
+    """
+    shared = _shared()
+    found = shared.get_values([(USER_KIND, subject.name), (TOKEN_KIND, digest)])
+    if found is not None and (TOKEN_KIND, digest) in found:
+        return True
+    record = found.get((USER_KIND, subject.name)) if found is not None else None
+    if record is None:
+        not_before = _stored_not_before(subject)
+        _publish_user(subject, not_before)
+    else:
+        value = record.get("not_before")
+        not_before = (
+            datetime.fromtimestamp(value, tz=timezone.utc) if isinstance(value, int) else None
+        )
+    if not_before is None:
+        return False
+    return issued_at is None or issued_at < not_before.timestamp()
+
+
+def _stored_not_before(subject: Subject) -> datetime | None:
+    from keyrunes_django.models import TokenRevocation
+
+    record = (
+        TokenRevocation.objects.filter(namespace=subject.namespace, remote_user_id=subject.user_id)
+        .only("not_before")
+        .first()
+    )
+    return record.not_before if record is not None else None
+
+
+def _publish_user(subject: Subject, not_before: datetime | None) -> None:
+    value = int(not_before.timestamp()) if not_before is not None else None
+    _shared().set_value(USER_KIND, subject.name, {"not_before": value}, USER_RECORD_TTL)
+
+
+def _announce(event: str, reason: str, request: HttpRequest | None, **fields: Any) -> None:
+    from keyrunes_django.audit import audit_event
+
+    subject = fields.pop("subject", None)
+    if subject is not None:
+        fields.update(namespace=subject.namespace, user_id=subject.user_id)
+    not_before = fields.get("not_before")
+    if isinstance(not_before, datetime):
+        fields["not_before"] = not_before.isoformat()
+    logger.info("keyrunes %s (%s)", event, reason, extra={"event": event, "reason": reason})
+    audit_event(event, request=request, reason=reason, **fields)
+    signal = signals.tokens_revoked if event == "tokens_revoked" else signals.token_denied
+    signal.send(sender=revoke_user_tokens, reason=reason, request=request, **fields)
+
+
+def _on_user_logged_out(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+    # Sent before the session is flushed, so the session's token is still there.
+    from keyrunes_django.sessions import get_session_token
+
+    token = get_session_token(request) if request is not None else None
+    if token is not None:
+        deny_token(token, reason="logout", request=request)
+
+
+def connect_receivers() -> None:
+    """Deny the session's token at every logout (idempotent; called from ``AppConfig.ready``)."""
+    from django.contrib.auth.signals import user_logged_out
+
+    user_logged_out.connect(_on_user_logged_out, dispatch_uid="keyrunes_django.revocation")
