@@ -188,11 +188,16 @@ class KeyrunesAuthenticationMiddleware(_Middleware):
 
 
 class KeyrunesSessionRefreshMiddleware(_Middleware):
-    """Keeps a logged-in session's Keyrunes token fresh (``POST /api/refresh-token``).
+    """Keeps a signed-in session's Keyrunes token fresh and its user current.
 
-    See :func:`keyrunes_django.sessions.refresh_session_token`.
+    Refreshes the token before it expires, re-reads ``/api/me`` every
+    ``SESSION_RECHECK_INTERVAL`` seconds, and logs out a revoked, deleted or
+    refused user (see :func:`keyrunes_django.sessions.refresh_session_token`).
+    Answers 503 when Keyrunes has been unreachable for longer than
+    ``STALE_IF_ERROR`` past a due re-check.
     """
 
     def process(self, request: HttpRequest) -> HttpResponse | None:
-        refresh_session_token(request)
+        if refresh_session_token(request) == "unavailable" and not is_exempt(request):
+            return service_unavailable_response(request)
         return None

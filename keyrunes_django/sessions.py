@@ -18,13 +18,13 @@ from django.http import HttpRequest
 
 from keyrunes_django import signals
 from keyrunes_django.cache import LocalCache, credential_hash
-from keyrunes_django.claims import token_expiry
+from keyrunes_django.claims import token_expiry, unverified_claims
 from keyrunes_django.conf import clock, keyrunes_settings, on_settings_changed
 from keyrunes_django.exceptions import AuthenticationFailed, KeyrunesError, MirrorRefused
-from keyrunes_django.identity import VerifiedIdentity
 from keyrunes_django.users import attach_user
 
 __all__ = [
+    "SESSION_CHECKED_KEY",
     "SESSION_PASSWORD_CHANGE_KEY",
     "SESSION_TOKEN_EXPIRY_KEY",
     "SESSION_TOKEN_KEY",
@@ -41,6 +41,8 @@ __all__ = [
 SESSION_TOKEN_KEY = "_keyrunes_token"
 SESSION_TOKEN_EXPIRY_KEY = "_keyrunes_token_exp"
 SESSION_PASSWORD_CHANGE_KEY = "_keyrunes_password_change"
+#: When Keyrunes last confirmed the session's user (login or ``/api/me``), epoch seconds.
+SESSION_CHECKED_KEY = "_keyrunes_checked_at"
 
 logger = logging.getLogger("keyrunes_django.auth")
 
@@ -50,8 +52,9 @@ def store_session_token(request: HttpRequest, token: str, expires_at: datetime) 
     if expires_at.tzinfo is None:
         raise ValueError("expires_at must be timezone-aware")
     request.session[SESSION_TOKEN_KEY] = token
-    # A number survives every session serializer.
+    # Numbers survive every session serializer.
     request.session[SESSION_TOKEN_EXPIRY_KEY] = int(expires_at.timestamp())
+    request.session[SESSION_CHECKED_KEY] = int(clock.now())
 
 
 def get_session_token(request: HttpRequest) -> str | None:
@@ -87,7 +90,12 @@ def clear_session_token(request: HttpRequest) -> None:
     session = getattr(request, "session", None)
     if session is None:
         return
-    for key in (SESSION_TOKEN_KEY, SESSION_TOKEN_EXPIRY_KEY, SESSION_PASSWORD_CHANGE_KEY):
+    for key in (
+        SESSION_TOKEN_KEY,
+        SESSION_TOKEN_EXPIRY_KEY,
+        SESSION_CHECKED_KEY,
+        SESSION_PASSWORD_CHANGE_KEY,
+    ):
         session.pop(key, None)
 
 
@@ -107,82 +115,147 @@ def password_change_required(request: HttpRequest) -> bool:
 
 # ------------------------------------------------------------------ refresh
 
-#: After a failed refresh attempt (Keyrunes unreachable), wait this long before
-#: trying again for the same session token.
+#: After a failed attempt (Keyrunes unreachable), wait this long before trying
+#: again for the same session token.
 REFRESH_RETRY_INTERVAL = 30.0
 
-# Session-token hash -> when the next refresh attempt may be made.
+# Session-token hash -> when the next remote attempt may be made.
 _backoff: LocalCache[float] = LocalCache(10_000)
+# Session-token hash -> when it was last found not revoked.
+_revocation_checked: LocalCache[float] = LocalCache(10_000)
 
 
 @on_settings_changed
 def reset_refresh_backoff() -> None:
-    """Forget every deferred refresh (the next request tries again)."""
+    """Forget every deferred attempt and revocation check (the next request does them)."""
     _backoff.clear()
+    _revocation_checked.clear()
 
 
 def refresh_session_token(request: HttpRequest) -> str:
-    """Refresh the session's Keyrunes token if it expires within ``SESSION_REFRESH_MARGIN``.
+    """Keep a signed-in session's Keyrunes token valid and its user current.
 
-    After a refresh, ``/api/me`` is read again and the user re-mirrored, because
-    Keyrunes re-signs the old claims without looking at its database. Returns
-    what happened: ``"skipped"``, ``"refreshed"``, ``"logged_out"`` (Keyrunes
-    refused the token or the user) or ``"deferred"`` (unreachable; kept for a
-    later request).
+    For a session user with a stored token, in order:
+
+    * revoked (a logout elsewhere, the user's not-before): log out, checked at
+      most every ``REVOCATION_CHECK_INTERVAL`` seconds;
+    * the token expires within ``SESSION_REFRESH_MARGIN``: refresh it, then
+      read ``/api/me`` and re-mirror the user (Keyrunes re-signs old claims);
+    * ``SESSION_RECHECK_INTERVAL`` seconds since Keyrunes last confirmed the
+      user: read ``/api/me`` and re-mirror, so a deleted user or a removed group
+      ends the session within that bound.
+
+    Returns ``"skipped"``, ``"refreshed"``, ``"rechecked"``, ``"logged_out"``,
+    ``"deferred"`` (Keyrunes unreachable; tried again later) or
+    ``"unavailable"`` (unreachable for longer than ``STALE_IF_ERROR`` past the
+    re-check: the caller answers 503).
     """
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return "skipped"
-    if isinstance(getattr(request, "keyrunes", None), VerifiedIdentity):
-        return "skipped"  # a bearer-token request; its session is not involved
+    if getattr(request, "keyrunes", None) is not None:
+        return "skipped"  # a bearer-token or org-key request; its session is not involved
     token = get_session_token(request)
     expiry = get_session_token_expiry(request)
     if token is None or expiry is None:
         return "skipped"
     at = clock.now()
-    if expiry.timestamp() - at > float(keyrunes_settings.SESSION_REFRESH_MARGIN):
-        return "skipped"
     digest = credential_hash(token)
+    if _revoked(token, digest, at):
+        return _refused_logout(request, digest, "revoked")
+    refresh_due = expiry.timestamp() - at <= float(keyrunes_settings.SESSION_REFRESH_MARGIN)
+    checked = _checked_at(request)
+    recheck_due = at - checked >= float(keyrunes_settings.SESSION_RECHECK_INTERVAL)
+    if not (refresh_due or recheck_due):
+        return "skipped"
     retry_at = _backoff.get(digest)
     if retry_at is not None and at < retry_at:
-        return "deferred"
-    return _refresh(request, user, token, digest, at)
+        return _while_unreachable(checked, at)
+    if refresh_due:
+        return _refresh(request, user, token, digest, at)
+    return _recheck(request, user, token, digest, at)
+
+
+def _revoked(token: str, digest: str, at: float) -> bool:
+    from keyrunes_django.revocation import Subject, is_revoked
+
+    last = _revocation_checked.get(digest)
+    if last is not None and at - last <= float(keyrunes_settings.REVOCATION_CHECK_INTERVAL):
+        return False
+    claims = unverified_claims(token)
+    sub, namespace, iat = claims.get("sub"), claims.get("namespace"), claims.get("iat")
+    if not (isinstance(sub, str) and sub.isdigit() and isinstance(namespace, str)):
+        return False  # not a Keyrunes token we can place; Keyrunes decides at refresh
+    issued = float(iat) if type(iat) is int else None
+    if is_revoked(Subject(namespace, int(sub)), issued, digest):
+        return True
+    _revocation_checked.set(digest, at)
+    return False
+
+
+def _checked_at(request: HttpRequest) -> float:
+    value = request.session.get(SESSION_CHECKED_KEY)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    # A session stored without the mark (an older version, or force_login):
+    # the interval starts now.
+    now = int(clock.now())
+    request.session[SESSION_CHECKED_KEY] = now
+    return float(now)
+
+
+def _while_unreachable(checked: float, at: float) -> str:
+    overdue = at - checked - float(keyrunes_settings.SESSION_RECHECK_INTERVAL)
+    return "unavailable" if overdue > float(keyrunes_settings.STALE_IF_ERROR) else "deferred"
 
 
 def _refresh(request: HttpRequest, user: object, token: str, digest: str, at: float) -> str:
     from keyrunes_django.client import get_client
 
-    client = get_client()
     try:
-        new_token = client.refresh_token(token, body_token=token).token
+        new_token = get_client().refresh_token(token, body_token=token).token
     except AuthenticationFailed:
         return _refused_logout(request, digest, "refresh_refused")
     except KeyrunesError as exc:
-        _report_refresh_error(request, exc)
-        _backoff.set(digest, at + REFRESH_RETRY_INTERVAL)
-        return "deferred"
+        return _unreachable(request, digest, exc, at)
     exp = token_expiry(new_token)
+    checked = _checked_at(request)
     store_session_token(
         request, new_token, datetime.fromtimestamp(exp or at + 3600, tz=timezone.utc)
     )
+    request.session[SESSION_CHECKED_KEY] = checked  # the refresh itself confirms nothing
+    outcome = _recheck(request, user, new_token, credential_hash(new_token), at)
+    return "refreshed" if outcome in ("rechecked", "deferred") else outcome
+
+
+def _recheck(request: HttpRequest, user: object, token: str, digest: str, at: float) -> str:
+    """Read ``/api/me`` for the session's token and re-mirror the user."""
+    from keyrunes_django.client import get_client
+    from keyrunes_django.mapping import get_mapper
+
     try:
-        identity = client.me(new_token).to_identity(source="remote")
+        identity = get_client().me(token).to_identity(source="remote")
     except AuthenticationFailed:
         return _refused_logout(request, digest, "user_refused")
     except KeyrunesError as exc:
-        # The new token is stored; the groups are re-read at the next refresh.
-        _report_refresh_error(request, exc)
-        return "refreshed"
-    from keyrunes_django.mapping import get_mapper
-
+        return _unreachable(request, digest, exc, at)
     try:
         mirrored = get_mapper().mirror(identity).user
     except MirrorRefused as exc:
         return _refused_logout(request, digest, exc.reason)
     if mirrored.pk != getattr(user, "pk", None):
         return _refused_logout(request, digest, "user_changed")
+    if not getattr(mirrored, "is_active", True):
+        return _refused_logout(request, digest, "user_inactive")
+    request.session[SESSION_CHECKED_KEY] = int(at)
     attach_user(request, mirrored)
-    return "refreshed"
+    return "rechecked"
+
+
+def _unreachable(request: HttpRequest, digest: str, exc: KeyrunesError, at: float) -> str:
+    _report_refresh_error(request, exc)
+    _backoff.set(digest, at + REFRESH_RETRY_INTERVAL)
+    return _while_unreachable(_checked_at(request), at)
 
 
 def _refused_logout(request: HttpRequest, digest: str, reason: str) -> str:
