@@ -31,7 +31,7 @@ from django.utils.html import format_html
 
 from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.mapping import FLAG_FIELDS
-from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
+from keyrunes_django.models import KeyrunesIdentity, MirroredGroup, TokenRevocation
 
 __all__ = [
     "KeyrunesGroupAdminMixin",
@@ -56,12 +56,22 @@ _IDENTITY_FIELDS = (
     "external_id",
     "last_synced_at",
     "deactivated_at",
+    "tokens_not_before",
     "payload_display",
 )
 
 
 class _ReadOnlyIdentity:
     """Shared by the identity inline and admin: nothing is added or changed locally."""
+
+    @admin.display(description="Tokens refused if issued before")
+    def tokens_not_before(self, record: KeyrunesIdentity) -> str:
+        revocation = TokenRevocation.objects.filter(
+            namespace=record.namespace, remote_user_id=record.remote_user_id
+        ).first()
+        if revocation is None:
+            return "-"
+        return f"{revocation.not_before.isoformat()} ({revocation.reason or 'no reason'})"
 
     @admin.display(description="Remote data")
     def payload_display(self, record: KeyrunesIdentity) -> str:
@@ -145,6 +155,26 @@ class KeyrunesUserAdminMixin:
     @admin.display(boolean=True, description="Keyrunes")
     def keyrunes_linked(self, obj: Any) -> bool:
         return _identity_of(obj) is not None
+
+    @admin.action(
+        description="Sign out everywhere (refuse their Keyrunes tokens issued before now)"
+    )
+    def sign_out_everywhere(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        from keyrunes_django.revocation import revoke_user_tokens
+
+        model_admin: Any = self
+        done = 0
+        for user in queryset:
+            if revoke_user_tokens(user, reason="admin", request=request) is not None:
+                done += 1
+        skipped = len(queryset) - done
+        model_admin.message_user(request, f"Signed out everywhere: {done} user(s).")
+        if skipped:
+            model_admin.message_user(
+                request,
+                f"{skipped} user(s) are not Keyrunes users and were left alone.",
+                level=messages.WARNING,
+            )
 
     @admin.action(description="Resync from Keyrunes")
     def resync_from_keyrunes(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
@@ -326,5 +356,27 @@ def _extend(model: type[Model], mixin: type, extra_actions: Sequence[str] = ()) 
     admin.site.register(model, extended)
 
 
-_extend(get_user_model(), KeyrunesUserAdminMixin, extra_actions=["resync_from_keyrunes"])
+_extend(
+    get_user_model(),
+    KeyrunesUserAdminMixin,
+    extra_actions=["resync_from_keyrunes", "sign_out_everywhere"],
+)
+
+
+@admin.register(TokenRevocation)
+class TokenRevocationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Each user's not-before: their tokens issued earlier are refused."""
+
+    list_display = ("namespace", "remote_user_id", "not_before", "reason", "updated_at")
+    list_filter = ("namespace", "reason")
+    search_fields = ("remote_user_id",)
+    readonly_fields = ("namespace", "remote_user_id", "not_before", "reason", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 _extend(Group, KeyrunesGroupAdminMixin)
