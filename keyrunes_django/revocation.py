@@ -72,7 +72,9 @@ class Subject:
 
 
 def subject_of(user_or_identity: Any) -> Subject | None:
-    """The remote user behind a verified identity or a mirrored Django user (None: local-only)."""
+    """The remote user behind a subject, an identity or a mirrored Django user (None: local-only)."""
+    if isinstance(user_or_identity, Subject):
+        return user_or_identity
     if isinstance(user_or_identity, VerifiedIdentity):
         return Subject(user_or_identity.namespace, user_or_identity.user_id)
     from keyrunes_django.models import KeyrunesIdentity

@@ -8,9 +8,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
-from keyrunes_django.identity import VerifiedIdentity
 from keyrunes_django.management.commands._common import KeyrunesCommand
-from keyrunes_django.revocation import revoke_user_tokens
+from keyrunes_django.revocation import Subject, revoke_user_tokens
 
 
 class Command(KeyrunesCommand):
@@ -49,13 +48,7 @@ class Command(KeyrunesCommand):
 
         remote_id = options.get("remote_id")
         if remote_id is not None:
-            return VerifiedIdentity(
-                user_id=int(remote_id),
-                username="",
-                email="",
-                namespace=str(options.get("namespace") or namespace()),
-                organization_id=0,
-            )
+            return Subject(str(options.get("namespace") or namespace()), int(remote_id))
         user_model = get_user_model()
         try:
             return user_model._default_manager.get_by_natural_key(options["username"])

@@ -1,0 +1,302 @@
+"""Revocation: a user's not-before and the token deny list, on every path and every instance."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.http import HttpRequest, JsonResponse
+from django.test import Client
+from django.urls import path
+
+from keyrunes_django import revocation, signals, tokens
+from keyrunes_django.conf import clock
+from keyrunes_django.models import TokenRevocation
+from keyrunes_django.sessions import SESSION_TOKEN_KEY
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.test_revocation")]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "keyrunes_django.middleware.KeyrunesAuthenticationMiddleware",
+    "keyrunes_django.middleware.KeyrunesSessionRefreshMiddleware",
+]
+
+
+def whoami(request: HttpRequest) -> JsonResponse:
+    user = request.user
+    return JsonResponse({"user": user.get_username() if user.is_authenticated else None})
+
+
+urlpatterns = [path("whoami/", whoami)]
+
+
+@pytest.fixture(autouse=True)
+def _empty_shared_cache() -> Iterator[None]:
+    from django.core.cache import caches
+
+    caches["default"].clear()
+    yield
+    caches["default"].clear()
+
+
+@pytest.fixture
+def kr(keyrunes: Any, settings: Any) -> Any:
+    settings.MIDDLEWARE = MIDDLEWARE
+    return keyrunes
+
+
+@pytest.fixture(params=["local", "remote"])
+def mode(request: pytest.FixtureRequest, kr: Any, settings: Any) -> str:
+    settings.KEYRUNES = {**settings.KEYRUNES, "VERIFICATION_MODE": request.param}
+    return str(request.param)
+
+
+class Clock:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.offset = 0.0
+        monkeypatch.setattr(clock, "now", lambda: time.time() + self.offset)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    return Clock(monkeypatch)
+
+
+def bearer(client: Client, token: str) -> Any:
+    return client.get(
+        "/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_ACCEPT="application/json"
+    )
+
+
+def events(signal: Any) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+
+    def receiver(**kwargs: Any) -> None:
+        seen.append(kwargs)
+
+    signal.connect(receiver, weak=False)
+    return seen
+
+
+class TestNotBefore:
+    def test_tokens_issued_before_are_refused_on_both_modes(
+        self, mode: str, client: Client, keyrunes_user: Any, kr: Any
+    ) -> None:
+        old = kr.issue_token(keyrunes_user, issued_at=int(time.time()) - 60)
+        assert bearer(client, old).json()["user"] == keyrunes_user.username  # warm now
+        revoked = events(signals.tokens_revoked)
+        not_before = revocation.revoke_user_tokens(
+            revocation.Subject(keyrunes_user.namespace, keyrunes_user.user_id), reason="test"
+        )
+        assert not_before is not None
+        response = bearer(client, old)
+        assert response.status_code == 401
+        assert response.json()["reason"] == "revoked"
+        assert 'error="invalid_token"' in response["WWW-Authenticate"]
+        assert revoked[0]["user_id"] == keyrunes_user.user_id
+        assert revoked[0]["reason"] == "test"
+        fresh = kr.issue_token(keyrunes_user, issued_at=int(time.time()) + 1)
+        assert bearer(client, fresh).json()["user"] == keyrunes_user.username
+
+    def test_public_function_takes_a_django_user(
+        self, kr: Any, client: Client, keyrunes_user: Any
+    ) -> None:
+        token = kr.issue_token(keyrunes_user, issued_at=int(time.time()) - 5)
+        assert bearer(client, token).status_code == 200
+        local = get_user_model().objects.get(username=keyrunes_user.username)
+        assert revocation.revoke_user_tokens(local, reason="code") is not None
+        assert bearer(client, token).status_code == 401
+        record = TokenRevocation.objects.get(remote_user_id=keyrunes_user.user_id)
+        assert record.reason == "code"
+
+    def test_a_local_only_user_is_left_alone(self, kr: Any) -> None:
+        local = get_user_model().objects.create_user(username="local-only")
+        assert revocation.revoke_user_tokens(local, reason="x") is None
+        assert not TokenRevocation.objects.exists()
+
+    def test_not_before_only_moves_forward(self, kr: Any, keyrunes_user: Any, later: Clock) -> None:
+        subject = revocation.Subject(keyrunes_user.namespace, keyrunes_user.user_id)
+        first = revocation.revoke_user_tokens(subject, reason="a")
+        later.advance(-100)
+        second = revocation.revoke_user_tokens(subject, reason="b")
+        assert first == second
+        assert TokenRevocation.objects.get().reason == "a"
+
+    def test_database_is_the_source_when_the_cache_forgot(
+        self, kr: Any, client: Client, keyrunes_user: Any
+    ) -> None:
+        from django.core.cache import caches
+
+        token = kr.issue_token(keyrunes_user, issued_at=int(time.time()) - 5)
+        revocation.revoke_user_tokens(
+            revocation.Subject(keyrunes_user.namespace, keyrunes_user.user_id), reason="x"
+        )
+        caches["default"].clear()
+        tokens.reset_authenticator()
+        assert bearer(client, token).status_code == 401
+
+    def test_management_command(self, kr: Any, client: Client, keyrunes_user: Any) -> None:
+        token = kr.issue_token(keyrunes_user, issued_at=int(time.time()) - 5)
+        assert bearer(client, token).status_code == 200
+        call_command(
+            "keyrunes_revoke_tokens", "--remote-id", str(keyrunes_user.user_id), verbosity=0
+        )
+        assert bearer(client, token).status_code == 401
+        with pytest.raises(Exception, match="No local user"):
+            call_command("keyrunes_revoke_tokens", "nobody", verbosity=0)
+
+    def test_command_by_username_and_dry_run(
+        self, kr: Any, client: Client, keyrunes_user: Any
+    ) -> None:
+        token = kr.issue_token(keyrunes_user, issued_at=int(time.time()) - 5)
+        assert bearer(client, token).status_code == 200
+        call_command("keyrunes_revoke_tokens", keyrunes_user.username, "--dry-run", verbosity=0)
+        assert bearer(client, token).status_code == 200
+        call_command("keyrunes_revoke_tokens", keyrunes_user.username, verbosity=0)
+        assert bearer(client, token).status_code == 401
+
+
+class TestDenyList:
+    def test_logout_denies_the_session_token_as_a_bearer_token(
+        self, mode: str, client: Client, keyrunes_user: Any
+    ) -> None:
+        assert client.login(username=keyrunes_user.username, password=keyrunes_user.password)
+        token = client.session[SESSION_TOKEN_KEY]
+        other = Client()
+        assert bearer(other, token).json()["user"] == keyrunes_user.username
+        denied = events(signals.token_denied)
+        client.logout()
+        response = bearer(other, token)
+        assert response.status_code == 401
+        assert response.json()["reason"] == "revoked"
+        assert denied and denied[0]["reason"] == "logout"
+        assert token not in repr(denied)
+
+    def test_deny_record_is_sealed_and_expires_with_the_token(
+        self, kr: Any, keyrunes_user: Any
+    ) -> None:
+        from django.core.cache import caches
+
+        token = kr.issue_token(keyrunes_user)
+        revocation.deny_token(token, reason="x")
+        shared = tokens.get_authenticator().cache.shared
+        key = shared.key(revocation.TOKEN_KIND, tokens.credential_hash(token))
+        stored = caches["default"].get(key)
+        assert isinstance(stored, str) and token not in stored
+        assert stored.endswith('{"reason":"x"}')
+
+    def test_forged_deny_or_allow_records_are_ignored(
+        self, kr: Any, client: Client, keyrunes_user: Any
+    ) -> None:
+        """Someone without the key can neither revoke nor un-revoke through the cache."""
+        from django.core.cache import caches
+
+        token = kr.issue_token(keyrunes_user, issued_at=int(time.time()) - 5)
+        subject = revocation.Subject(keyrunes_user.namespace, keyrunes_user.user_id)
+        revocation.revoke_user_tokens(subject, reason="x")
+        shared = tokens.get_authenticator().cache.shared
+        user_key = shared.key(revocation.USER_KIND, subject.name)
+        caches["default"].set(user_key, '0.{"not_before": null}')  # forged "no revocation"
+        tokens.reset_authenticator()
+        assert bearer(client, token).status_code == 401  # falls back to the database
+
+
+class TestPropagation:
+    def test_other_process_refuses_within_the_interval(
+        self, kr: Any, keyrunes_user: Any, later: Clock, settings: Any
+    ) -> None:
+        """Two authenticators sharing one cache stand for two instances."""
+        from django.test import RequestFactory
+
+        settings.KEYRUNES = {**settings.KEYRUNES, "REVOCATION_CHECK_INTERVAL": 2.0}
+        token = kr.issue_token(keyrunes_user, issued_at=int(time.time()) - 5)
+        other = tokens.TokenAuthenticator()
+        request = RequestFactory().get("/", HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert other.authenticate(request) is not None
+        calls_before = kr.request_counts()
+        revocation.revoke_user_tokens(
+            revocation.Subject(keyrunes_user.namespace, keyrunes_user.user_id), reason="x"
+        )
+        # Within the interval the other instance still answers from memory, without I/O.
+        assert other.warm(f"Bearer {token}") is not None
+        later.advance(2.5)
+        assert other.warm(f"Bearer {token}") is None
+        with pytest.raises(tokens.InvalidToken) as refused:
+            other.authenticate(request)
+        assert refused.value.reason == "revoked"
+        assert kr.request_counts() == calls_before  # decided from the shared cache alone
+
+    def test_zero_interval_checks_every_request(
+        self, kr: Any, keyrunes_user: Any, settings: Any
+    ) -> None:
+        settings.KEYRUNES = {**settings.KEYRUNES, "REVOCATION_CHECK_INTERVAL": 0}
+        token = kr.issue_token(keyrunes_user)
+        auth = tokens.get_authenticator()
+        from django.test import RequestFactory
+
+        request = RequestFactory().get("/", HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert auth.authenticate(request) is not None
+        time.sleep(0.01)
+        assert auth.warm(f"Bearer {token}") is None
+
+
+class TestSessions:
+    def test_revoked_session_is_logged_out(
+        self, kr: Any, client: Client, keyrunes_user: Any, later: Clock
+    ) -> None:
+        assert client.login(username=keyrunes_user.username, password=keyrunes_user.password)
+        assert client.get("/whoami/").json()["user"] == keyrunes_user.username
+        later.advance(1.5)  # the login's token must be strictly older than the not-before
+        revocation.revoke_user_tokens(
+            revocation.Subject(keyrunes_user.namespace, keyrunes_user.user_id), reason="x"
+        )
+        later.advance(3)
+        assert client.get("/whoami/").json()["user"] is None
+
+    def test_deleted_user_ends_the_session_at_the_recheck(
+        self, kr: Any, client: Client, keyrunes_user: Any, later: Clock
+    ) -> None:
+        assert client.login(username=keyrunes_user.username, password=keyrunes_user.password)
+        kr.delete_user(kr.get_user(keyrunes_user.user_id))
+        assert client.get("/whoami/").json()["user"] == keyrunes_user.username  # not due yet
+        later.advance(301)
+        assert client.get("/whoami/").json()["user"] is None
+
+    def test_removed_group_is_seen_at_the_recheck(
+        self, kr: Any, client: Client, keyrunes_user: Any, later: Clock
+    ) -> None:
+        kr.create_group("editors")
+        kr.add_to_group(kr.get_user(keyrunes_user.user_id), "editors")
+        assert client.login(username=keyrunes_user.username, password=keyrunes_user.password)
+        local = get_user_model().objects.get(username=keyrunes_user.username)
+        assert local.groups.filter(name="editors").exists()
+        kr.remove_from_group(kr.get_user(keyrunes_user.user_id), "editors")
+        later.advance(301)
+        assert client.get("/whoami/").json()["user"] == keyrunes_user.username
+        assert not local.groups.filter(name="editors").exists()
+
+    def test_outage_at_the_recheck_follows_the_outage_policy(
+        self, kr: Any, client: Client, keyrunes_user: Any, later: Clock
+    ) -> None:
+        assert client.login(username=keyrunes_user.username, password=keyrunes_user.password)
+        kr.faults.add(r"^/api/me$", status=503)
+        later.advance(301)
+        # Unreachable, but within STALE_IF_ERROR past the due re-check: the session goes on.
+        assert client.get("/whoami/").json()["user"] == keyrunes_user.username
+        later.advance(400)
+        response = client.get("/whoami/", HTTP_ACCEPT="application/json")
+        assert response.status_code == 503
+        assert response.json()["reason"] == "keyrunes_unavailable"
+        kr.faults.clear()
+        later.advance(31)  # past the back-off
+        assert client.get("/whoami/").json()["user"] == keyrunes_user.username
+        assert client.session[SESSION_TOKEN_KEY]
