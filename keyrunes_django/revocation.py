@@ -72,7 +72,7 @@ class Subject:
 
 
 def subject_of(user_or_identity: Any) -> Subject | None:
-    """The remote user behind a subject, an identity or a mirrored Django user (None: local-only)."""
+    """The remote user behind a subject, identity or mirrored Django user (None: local-only)."""
     if isinstance(user_or_identity, Subject):
         return user_or_identity
     if isinstance(user_or_identity, VerifiedIdentity):

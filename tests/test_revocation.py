@@ -178,7 +178,8 @@ class TestDenyList:
         response = bearer(other, token)
         assert response.status_code == 401
         assert response.json()["reason"] == "revoked"
-        assert denied and denied[0]["reason"] == "logout"
+        assert denied
+        assert denied[0]["reason"] == "logout"
         assert token not in repr(denied)
 
     def test_deny_record_is_sealed_and_expires_with_the_token(
@@ -191,7 +192,8 @@ class TestDenyList:
         shared = tokens.get_authenticator().cache.shared
         key = shared.key(revocation.TOKEN_KIND, tokens.credential_hash(token))
         stored = caches["default"].get(key)
-        assert isinstance(stored, str) and token not in stored
+        assert isinstance(stored, str)
+        assert token not in stored
         assert stored.endswith('{"reason":"x"}')
 
     def test_forged_deny_or_allow_records_are_ignored(
