@@ -268,6 +268,32 @@ def main() -> int:
 
         calls_sequential = count_calls(1)
         calls_threaded = count_calls(4)
+
+        # Revocation propagation: two authenticators sharing one cache stand for
+        # two instances; one revokes, the other polls as warm requests would.
+        def propagation() -> float:
+            from django.test import RequestFactory as Factory
+
+            from keyrunes_django.exceptions import InvalidToken
+            from keyrunes_django.revocation import Subject, revoke_user_tokens
+
+            user = users[0]
+            token = emulator.issue_token(user, issued_at=int(time.time()) - 5)
+            request = Factory().get("/", HTTP_AUTHORIZATION="Bearer " + token)
+            other = TokenAuthenticator()
+            assert other.authenticate(request) is not None
+            started = time.monotonic()
+            revoke_user_tokens(Subject(user.namespace, user.user_id), reason="bench")
+            while time.monotonic() - started < 30:
+                try:
+                    other.warm("Bearer " + token) or other.authenticate(request)
+                except InvalidToken:
+                    return time.monotonic() - started
+                time.sleep(0.01)
+            return float("inf")
+
+        propagation_seconds = propagation()
+        interval = float(keyrunes_settings.REVOCATION_CHECK_INTERVAL)
         override.disable()
     finally:
         emulator.stop()
@@ -327,6 +353,10 @@ def main() -> int:
         f"{calls_sequential} (1 thread), {calls_threaded} (4 threads)"
     )
     print(
+        f"Revocation reached a second instance after {propagation_seconds:.2f} s "
+        f"(REVOCATION_CHECK_INTERVAL={interval:g} s)"
+    )
+    print(
         f"Per-process LRU after {args.lru_tokens:,} distinct tokens: {len(lru):,} entries "
         f"(LOCAL_CACHE_SIZE={size:,}); {after / 1e6:.1f} MB traced "
         f"({at_capacity / 1e6:.1f} MB at {2 * size:,} tokens)"
@@ -347,6 +377,13 @@ def main() -> int:
             "remote calls <= distinct tokens per TTL",
             f"{max(calls_sequential, calls_threaded)} <= {DISTINCT_TOKENS}",
             max(calls_sequential, calls_threaded) <= DISTINCT_TOKENS,
+        )
+    )
+    checks.append(
+        (
+            "revocation propagates within REVOCATION_CHECK_INTERVAL",
+            f"{propagation_seconds:.2f} s <= {interval:g} s + 0.1 s",
+            propagation_seconds <= interval + 0.1,
         )
     )
     checks.append(
