@@ -14,12 +14,17 @@ of its text, never the text itself:
   a token still avoids asking Keyrunes, and a record written by anyone without
   the key (or copied under another key) is ignored;
 * concurrent first requests for one credential in a process make a single
-  remote call (single-flight), the others wait for its answer.
+  remote call (single-flight), the others wait for its answer; across
+  processes sharing the cache, a short lock in the shared cache lets one of
+  them ask while the others wait for its record (or, after
+  :data:`FLEET_WAIT` seconds, ask themselves).
 
 A good answer is fresh for ``min(CACHE_TTL, token exp - now)`` seconds. After
 that it is kept as *stale* for up to ``STALE_IF_ERROR`` more seconds (never past
-the token's ``exp``): Keyrunes is asked again, and only if it is unavailable is
-the stale answer honoured. Refusals are cached for ``NEGATIVE_CACHE_TTL``.
+the token's ``exp``). A remotely verified stale answer is served at once while
+one background revalidation per credential and process runs
+(stale-while-revalidate); if Keyrunes is unavailable the stale answer keeps
+being served until the window ends. Refusals are cached for ``NEGATIVE_CACHE_TTL``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +70,13 @@ T = TypeVar("T")
 #: seconds before Keyrunes is tried again, so a dead server does not cost every
 #: request a connection timeout.
 STALE_RETRY_INTERVAL = 5.0
+
+#: Seconds the shared-cache lock of one credential's remote call is held at most.
+FLEET_LOCK_TIMEOUT = 10
+#: Seconds a process waits for another process's answer before asking itself.
+FLEET_WAIT = 2.0
+#: Seconds between two looks at the shared cache while waiting.
+FLEET_POLL = 0.025
 
 _RECORD_VERSION = 2
 
@@ -398,6 +411,17 @@ class SharedCache:
         except Exception as exc:
             self._failed("set", exc)
 
+    def acquire(self, kind: str, digest: str) -> bool:
+        """Take the fleet-wide lock of one credential's remote call (True on cache failure)."""
+        try:
+            return bool(self.backend.add(self.key("lock:" + kind, digest), 1, FLEET_LOCK_TIMEOUT))
+        except Exception as exc:
+            self._failed("add", exc)
+            return True
+
+    def release(self, kind: str, digest: str) -> None:
+        self.delete("lock:" + kind, digest)
+
     def delete(self, kind: str, digest: str) -> None:
         try:
             self.backend.delete(self.key(kind, digest))
@@ -460,6 +484,8 @@ class VerificationCache:
         self.local: LocalCache[CacheEntry] = LocalCache(local_size)
         self.shared = shared
         self.flight = SingleFlight()
+        self._revalidating: dict[str, threading.Thread] = {}
+        self._revalidating_lock = threading.Lock()
 
     def lookup(
         self,
@@ -496,6 +522,9 @@ class VerificationCache:
                 newer = stale is None or remote.stored_at > stale.stored_at
                 if remote.is_usable_stale(at) and newer:
                     stale = remote
+            if stale is not None and not shared_first:
+                self._revalidate(kind, digest, compute, stale, on_stale)
+                return stale
         try:
             return self.flight.run(key, lambda: self._refresh(kind, digest, compute, shared, at))
         except KeyrunesUnavailable as exc:
@@ -505,6 +534,44 @@ class VerificationCache:
                 on_stale(exc)
             return self._serve_stale(key, stale)
 
+    def _revalidate(
+        self,
+        kind: str,
+        digest: str,
+        compute: Compute,
+        stale: CacheEntry,
+        on_stale: Callable[[KeyrunesUnavailable], None] | None,
+    ) -> None:
+        """Refresh a stale answer in a background thread, once per credential at a time."""
+        key = kind + ":" + digest
+
+        def run() -> None:
+            try:
+                self.flight.run(key, lambda: self._refresh(kind, digest, compute, True, 0.0))
+            except KeyrunesUnavailable as exc:
+                if on_stale is not None:
+                    on_stale(exc)
+                self._serve_stale(key, stale)
+            except Exception:  # a background thread has no caller to tell
+                logger.exception("keyrunes background revalidation failed")
+            finally:
+                with self._revalidating_lock:
+                    self._revalidating.pop(key, None)
+
+        with self._revalidating_lock:
+            if key in self._revalidating:
+                return
+            thread = threading.Thread(target=run, name="keyrunes-revalidate", daemon=True)
+            self._revalidating[key] = thread
+        thread.start()
+
+    def wait_for_revalidations(self, timeout: float = 10.0) -> None:
+        """Wait until no background revalidation runs (for tests and shutdown)."""
+        with self._revalidating_lock:
+            threads = list(self._revalidating.values())
+        for thread in threads:
+            thread.join(timeout)
+
     def _refresh(
         self, kind: str, digest: str, compute: Compute, shared: bool, started: float
     ) -> CacheEntry:
@@ -513,6 +580,29 @@ class VerificationCache:
         current = self.local.get(key)
         if current is not None and current.stored_at >= started and current.is_fresh(clock.now()):
             return current
+        if shared and not self.shared.acquire(kind, digest):
+            answer = self._wait_for_peer(kind, digest)
+            if answer is not None:
+                self.local.set(key, answer)
+                return answer
+        try:
+            return self._compute(kind, digest, compute, shared)
+        finally:
+            if shared:
+                self.shared.release(kind, digest)
+
+    def _wait_for_peer(self, kind: str, digest: str) -> CacheEntry | None:
+        """Another process is asking Keyrunes about this credential: wait for its record."""
+        deadline = time.monotonic() + FLEET_WAIT
+        while time.monotonic() < deadline:
+            time.sleep(FLEET_POLL)
+            record = self.shared.get(kind, digest)
+            if record is not None and record.is_fresh(clock.now()):
+                return record
+        return None
+
+    def _compute(self, kind: str, digest: str, compute: Compute, shared: bool) -> CacheEntry:
+        key = kind + ":" + digest
         try:
             value, expires_at = compute()
         except InvalidToken as exc:
