@@ -18,6 +18,7 @@ from rest_framework.permissions import (
 )
 from rest_framework.test import APIRequestFactory
 
+from keyrunes_django import access
 from keyrunes_django.drf import permissions as kp
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
 from tests.test_decorators import (
@@ -174,7 +175,7 @@ def test_has_permission_formats_from_view_kwargs_and_context(
         asked.append((resolve_resource(resource, context), action))
         return True
 
-    monkeypatch.setattr(kp, "has_permission", fake)
+    monkeypatch.setattr(access, "has_permission", fake)
     request = drf_request(identity())
     assert kp.HasPermission("docs:{pk}", "read")().has_permission(request, View())
     ctx = kp.HasPermission("t:{tenant}", "read", context=lambda r: {"tenant": "acme"})()
