@@ -22,6 +22,8 @@ keyrunes_django.E022   ``GROUPS`` declares a name twice
 keyrunes_django.E023   ``POLICIES`` is not a list
 keyrunes_django.E024   a ``POLICIES`` entry is malformed (fields, lengths, effect, conditions)
 keyrunes_django.E025   ``POLICIES`` declares a name twice
+keyrunes_django.E080   ``STATELESS_USERS`` is not True or False
+keyrunes_django.E081   ``API_PATH_PREFIXES`` is not a path or a list of paths
 =====================  ===========================================================
 
 Ids are stable; features with their own settings add checks from E020 on.
@@ -283,4 +285,40 @@ def check_settings(
     from keyrunes_django.policies import check_declarations
 
     messages += check_declarations(get("GROUPS"), get("POLICIES"))
+    return messages
+
+
+@register("keyrunes")
+def check_access_settings(
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """``STATELESS_USERS`` (E080) and ``API_PATH_PREFIXES`` (E081)."""
+    user = getattr(settings, "KEYRUNES", None)
+    if not isinstance(user, Mapping):
+        return []  # E012 (or nothing configured, which is the defaults)
+    messages: list[CheckMessage] = []
+    stateless = user.get("STATELESS_USERS", DEFAULTS["STATELESS_USERS"])
+    if not isinstance(stateless, bool):
+        messages.append(
+            Error(
+                f"KEYRUNES['STATELESS_USERS'] = {stateless!r} must be True or False.",
+                id=_ID + "E080",
+            )
+        )
+    prefixes = user.get("API_PATH_PREFIXES", DEFAULTS["API_PATH_PREFIXES"])
+    entries = [prefixes] if isinstance(prefixes, str) else prefixes
+    # An empty prefix would make every path an API path.
+    if not isinstance(entries, (list, tuple)) or not all(
+        isinstance(p, str) and p.startswith("/") for p in entries
+    ):
+        messages.append(
+            Error(
+                f"KEYRUNES['API_PATH_PREFIXES'] = {prefixes!r} must be a path starting "
+                "with '/' or a list of such paths.",
+                id=_ID + "E081",
+            )
+        )
     return messages

@@ -61,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
     "POLICIES": (),
     # Paths whose anonymous callers get 401 JSON instead of a login redirect.
     "API_PATH_PREFIXES": ("/api/",),
+    # Bearer requests get a StatelessUser (no database row) instead of the mirrored user.
+    "STATELESS_USERS": False,
     # Login throttling.
     "LOGIN_THROTTLE_FAILURES": 5,
     "LOGIN_THROTTLE_WINDOW": 300,
