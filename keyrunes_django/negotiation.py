@@ -30,25 +30,29 @@ def is_api_request(request: Any) -> bool:
 
     In order:
 
-    1. an XHR (``X-Requested-With: XMLHttpRequest``) is an API client;
+    1. an XHR (``X-Requested-With: XMLHttpRequest``), or a path that starts
+       with one of ``KEYRUNES["API_PATH_PREFIXES"]`` (default ``/api/``), is
+       an API client's;
     2. an ``Accept`` header that names HTML is a browser's, one that names
        JSON (``application/json``, ``application/problem+json``...) an API
        client's;
     3. otherwise (no ``Accept``, only wildcards or other types) a request that
-       carries ``Authorization`` or ``X-Organization-Key``, or whose path
-       starts with one of ``KEYRUNES["API_PATH_PREFIXES"]`` (default
-       ``/api/``), is an API client's; anything else is a browser's.
+       carries ``Authorization`` or ``X-Organization-Key`` is an API
+       client's; anything else is a browser's.
     """
     meta = request.META
-    if meta.get("HTTP_X_REQUESTED_WITH") == "XMLHttpRequest":
+    if meta.get("HTTP_X_REQUESTED_WITH") == "XMLHttpRequest" or _under_api_prefix(request):
         return True
     preference = _accept_preference(str(meta.get("HTTP_ACCEPT", "")))
     if preference is not None:
         return preference
-    if meta.get("HTTP_AUTHORIZATION") or meta.get("HTTP_X_ORGANIZATION_KEY"):
-        return True
+    return bool(meta.get("HTTP_AUTHORIZATION") or meta.get("HTTP_X_ORGANIZATION_KEY"))
+
+
+def _under_api_prefix(request: Any) -> bool:
     prefixes = keyrunes_settings.API_PATH_PREFIXES or ()
     if isinstance(prefixes, str):
         prefixes = (prefixes,)
     path = str(getattr(request, "path", ""))
+    # Empty or non-string entries are skipped (check E081 reports them).
     return any(isinstance(p, str) and p and path.startswith(p) for p in prefixes)
