@@ -263,6 +263,11 @@ def test_subclass_form_is_validated_and_described() -> None:
         organization_id = 3
 
     assert Org3.message == "A valid key of organization 3 is required."
+
+    class AnyOrganization(kp.IsOrganization):
+        pass
+
+    assert AnyOrganization.message == "A valid organization key is required."
     assert Org3().has_permission(drf_request(OrganizationPrincipal(organization_id=3)), View())
     assert not Org3().has_permission(drf_request(OrganizationPrincipal(organization_id=4)), View())
 
