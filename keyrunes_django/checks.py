@@ -28,6 +28,8 @@ keyrunes_django.E032   ``CACHE_SIGNING_KEY`` is neither None nor a string of 32+
 keyrunes_django.E033   a Keyrunes middleware comes before ``AuthenticationMiddleware``
 keyrunes_django.W030   signed-cookie sessions would carry the user's Keyrunes token
 keyrunes_django.W031   organization keys are refused: the service's organization is unknown
+keyrunes_django.E080   ``STATELESS_USERS`` is not True or False
+keyrunes_django.E081   ``API_PATH_PREFIXES`` is not a path or a list of paths
 =====================  ===========================================================
 
 Ids are stable; features with their own settings add checks from E020 on.
@@ -426,4 +428,40 @@ def check_request_path(**kwargs: Any) -> list[CheckMessage]:
     messages += _check_middleware_order()
     messages += _check_session_engine(user)
     messages += _check_org_key_binding(user)
+    return messages
+
+
+@register("keyrunes")
+def check_access_settings(
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """``STATELESS_USERS`` (E080) and ``API_PATH_PREFIXES`` (E081)."""
+    user = getattr(settings, "KEYRUNES", None)
+    if not isinstance(user, Mapping):
+        return []  # E012 (or nothing configured, which is the defaults)
+    messages: list[CheckMessage] = []
+    stateless = user.get("STATELESS_USERS", DEFAULTS["STATELESS_USERS"])
+    if not isinstance(stateless, bool):
+        messages.append(
+            Error(
+                f"KEYRUNES['STATELESS_USERS'] = {stateless!r} must be True or False.",
+                id=_ID + "E080",
+            )
+        )
+    prefixes = user.get("API_PATH_PREFIXES", DEFAULTS["API_PATH_PREFIXES"])
+    entries = [prefixes] if isinstance(prefixes, str) else prefixes
+    # An empty prefix would make every path an API path.
+    if not isinstance(entries, (list, tuple)) or not all(
+        isinstance(p, str) and p.startswith("/") for p in entries
+    ):
+        messages.append(
+            Error(
+                f"KEYRUNES['API_PATH_PREFIXES'] = {prefixes!r} must be a path starting "
+                "with '/' or a list of such paths.",
+                id=_ID + "E081",
+            )
+        )
     return messages

@@ -74,6 +74,8 @@ DEFAULTS: dict[str, Any] = {
     # URL patterns (regular expressions matched against request.path) the bearer
     # middleware leaves alone: a stale token sent to them is not a 401.
     "EXEMPT_PATHS": (),
+    # Bearer requests get a StatelessUser (no database row) instead of the mirrored user.
+    "STATELESS_USERS": False,
     # Login throttling.
     "LOGIN_THROTTLE_FAILURES": 5,
     "LOGIN_THROTTLE_WINDOW": 300,

@@ -1,7 +1,8 @@
 """View decorators: ``keyrunes_login_required``, ``require_group``, ``require_admin``,
 ``require_permission``.
 
-Semantics shared with :mod:`keyrunes_django.mixins`:
+The checks live in :mod:`keyrunes_django.access` and are shared with
+:mod:`keyrunes_django.mixins` and :mod:`keyrunes_django.drf.permissions`:
 
 * anonymous caller: a redirect to ``LOGIN_URL`` for a browser request, or a
   401 JSON answer for an API request (see :func:`is_api_request`);
@@ -19,29 +20,29 @@ read the database or ask Keyrunes) run in a thread through ``sync_to_async``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.contrib.auth import REDIRECT_FIELD_NAME
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponseBase
 
-from keyrunes_django.authorization import (
-    get_identity,
-    has_group,
-    has_permission,
-    is_admin,
-    is_authenticated,
+from keyrunes_django.access import (
+    ContextArg,
+    Refusal,
+    build_context,
+    check_admin,
+    check_groups,
+    check_login,
+    check_permission,
+    is_api_request,
+    refuse,
+    refuse_anonymous,
 )
-from keyrunes_django.conf import keyrunes_settings
-from keyrunes_django.identity import OrganizationPrincipal
-from keyrunes_django.responses import www_authenticate
 
 __all__ = [
     "Refusal",
+    "build_context",
     "is_api_request",
     "keyrunes_login_required",
     "refuse",
@@ -52,117 +53,6 @@ __all__ = [
 
 ViewFunc = TypeVar("ViewFunc", bound=Callable[..., Any])
 ResourceArg = str | Callable[..., str]
-ContextArg = Mapping[str, Any] | Callable[[HttpRequest], Mapping[str, Any]] | None
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a check refused: ``anonymous`` callers may log in, the others may not."""
-
-    anonymous: bool
-    message: str
-
-
-NOT_AUTHENTICATED = "Authentication credentials were not provided."
-
-
-def is_api_request(request: HttpRequest) -> bool:
-    """Whether an anonymous caller should get 401 JSON rather than a login redirect.
-
-    True when the request carries credentials a browser would not send
-    (``Authorization`` or ``X-Organization-Key``), is an XHR, asks for JSON in
-    ``Accept`` (without also asking for HTML), or its path starts with one of
-    ``KEYRUNES["API_PATH_PREFIXES"]`` (default ``/api/``).
-    """
-    meta = request.META
-    if meta.get("HTTP_AUTHORIZATION") or meta.get("HTTP_X_ORGANIZATION_KEY"):
-        return True
-    if meta.get("HTTP_X_REQUESTED_WITH") == "XMLHttpRequest":
-        return True
-    accept = str(meta.get("HTTP_ACCEPT", "")).lower()
-    if "json" in accept and "text/html" not in accept:
-        return True
-    prefixes = keyrunes_settings.API_PATH_PREFIXES or ()
-    if isinstance(prefixes, str):
-        prefixes = (prefixes,)
-    return any(request.path.startswith(prefix) for prefix in prefixes)
-
-
-def _unauthorized(request: HttpRequest, message: str) -> HttpResponseBase:
-    # Always JSON (the caller is an API client); no RFC 6750 error code,
-    # since no credential was presented or the one presented was not a user's.
-    response = JsonResponse(
-        {"error": "not_authenticated", "reason": "not_authenticated", "detail": message},
-        status=401,
-    )
-    response["WWW-Authenticate"] = www_authenticate(error=None)
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-def refuse(
-    request: HttpRequest,
-    refusal: Refusal,
-    *,
-    raise_exception: bool = False,
-    login_url: str | None = None,
-    redirect_field_name: str = REDIRECT_FIELD_NAME,
-) -> HttpResponseBase:
-    """Turn a refusal into a redirect, a 401 answer, or ``PermissionDenied``."""
-    if refusal.anonymous and not raise_exception:
-        if is_api_request(request):
-            return _unauthorized(request, refusal.message)
-        return redirect_to_login(request.get_full_path(), login_url, redirect_field_name)
-    raise PermissionDenied(refusal.message)
-
-
-# ----------------------------------------------------------------- the checks
-
-
-def check_login(request: HttpRequest, *, allow_organization: bool = False) -> Refusal | None:
-    if is_authenticated(request, allow_organization=allow_organization):
-        return None
-    if isinstance(get_identity(request), OrganizationPrincipal):
-        return Refusal(False, "Organization keys are not accepted here; sign in as a user.")
-    return Refusal(True, NOT_AUTHENTICATED)
-
-
-def _anonymous(request: HttpRequest) -> Refusal | None:
-    if is_authenticated(request, allow_organization=True):
-        return None
-    return Refusal(True, NOT_AUTHENTICATED)
-
-
-def check_groups(
-    request: HttpRequest, groups: tuple[str, ...], *, all_groups: bool = False
-) -> Refusal | None:
-    refusal = _anonymous(request)
-    if refusal is not None:
-        return refusal
-    if has_group(request, *groups, all_groups=all_groups):
-        return None
-    names = ", ".join(groups)
-    if all_groups:
-        return Refusal(False, f"Membership in all of the groups {names} is required.")
-    return Refusal(False, f"Membership in one of the groups {names} is required.")
-
-
-def check_admin(request: HttpRequest) -> Refusal | None:
-    refusal = _anonymous(request)
-    if refusal is not None:
-        return refusal
-    if is_admin(request):
-        return None
-    return Refusal(False, "Keyrunes administrator access is required.")
-
-
-def check_permission(
-    request: HttpRequest, resource: str, action: str, context: Mapping[str, Any] | None
-) -> Refusal | None:
-    # Callers refuse anonymous requests first (see _anonymous).
-    if has_permission(request, resource, action, context):
-        return None
-    return Refusal(False, f"Permission {action!r} on {resource!r} is required.")
 
 
 # ------------------------------------------------------------ the decorators
@@ -291,18 +181,6 @@ def require_admin(
     )
 
 
-def build_context(
-    context: ContextArg, request: HttpRequest, view_kwargs: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The view's URL kwargs, overlaid with ``context`` (a mapping or a callable of the request)."""
-    merged: dict[str, Any] = dict(view_kwargs)
-    if callable(context):
-        merged.update(context(request))
-    elif context:
-        merged.update(context)
-    return merged
-
-
 def require_permission(
     resource: ResourceArg,
     action: str,
@@ -322,9 +200,10 @@ def require_permission(
     _no_bare_use("require_permission", action)
 
     def check(request: HttpRequest, *args: Any, **kwargs: Any) -> Refusal | None:
-        anonymous = _anonymous(request)
-        if anonymous is not None:
-            return anonymous
+        # Anonymous callers are refused before a resource callable sees them.
+        refusal = refuse_anonymous(request)
+        if refusal is not None:
+            return refusal
         target = resource(request, *args, **kwargs) if callable(resource) else resource
         return check_permission(request, target, action, build_context(context, request, kwargs))
 

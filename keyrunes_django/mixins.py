@@ -21,15 +21,15 @@ from django.contrib.auth.mixins import AccessMixin
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 
-from keyrunes_django.decorators import (
+from keyrunes_django.access import (
     Refusal,
-    _anonymous,
     build_context,
     check_admin,
     check_groups,
     check_login,
     check_permission,
     refuse,
+    refuse_anonymous,
 )
 
 __all__ = [
@@ -144,7 +144,9 @@ class PermissionRequiredMixin(KeyrunesAccessMixin):
         return None
 
     def keyrunes_refusal(self, request: HttpRequest) -> Refusal | None:
-        refusal = _anonymous(request)
+        # Anonymous callers are refused before get_permission_resource() runs
+        # (it may load an object they must not learn about).
+        refusal = refuse_anonymous(request)
         if refusal is not None:
             return refusal
         context = build_context(

@@ -1,10 +1,11 @@
 """The one builder of 401/403/503 answers: refused credentials, refused users, outages.
 
-Every answer has one body shape, ``{"error": ..., "reason": ..., "detail": ...}``.
-Bodies are JSON when the client's ``Accept`` header mentions JSON
-(``application/json``, ``*/json``, ``application/problem+json``...) and plain
-text otherwise. A 401 always carries an RFC 6750 ``WWW-Authenticate``
-challenge naming the reason, e.g.
+Every answer has one body shape, ``{"error": ..., "reason": ..., "detail": ...}``,
+as JSON for API clients and plain text for browsers, by the one rule of
+:func:`keyrunes_django.negotiation.is_api_request` (an ``Accept`` naming JSON
+or HTML decides; otherwise a credential header or an API path means JSON). A
+401 always carries an RFC 6750 ``WWW-Authenticate`` challenge naming the
+reason, e.g.
 ``Bearer realm="keyrunes", error="invalid_token", error_description="The token has expired."``.
 Descriptions are our own fixed texts, never echoes of the credential or of
 the server's error body.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
+
+from keyrunes_django.negotiation import is_api_request
 
 __all__ = [
     "REALM",
@@ -30,8 +33,8 @@ REALM = "keyrunes"
 
 
 def wants_json(request: HttpRequest) -> bool:
-    """Whether the client asked for JSON in its ``Accept`` header."""
-    return "json" in request.META.get("HTTP_ACCEPT", "").lower()
+    """Whether the answer's body is JSON: the caller is an API client (``is_api_request``)."""
+    return is_api_request(request)
 
 
 def _quoted(value: str) -> str:
@@ -109,7 +112,7 @@ def authentication_required_response(
     response = refusal_response(
         request,
         401,
-        error="authentication_required",
+        error="not_authenticated",
         reason="not_authenticated",
         description=description,
     )

@@ -63,7 +63,7 @@ from keyrunes_django.exceptions import (
 )
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
 from keyrunes_django.revocation import Subject, is_revoked
-from keyrunes_django.users import OrganizationUser
+from keyrunes_django.users import OrganizationUser, StatelessUser
 from keyrunes_django.verification import verify_organization_key, verify_token
 
 if TYPE_CHECKING:
@@ -181,6 +181,7 @@ class TokenAuthenticator:
         self.cache = VerificationCache(policy, int(s.LOCAL_CACHE_SIZE), shared)
         self.users: LocalCache[_Memo] = LocalCache(int(s.LOCAL_CACHE_SIZE))
         self.revocation_interval = float(s.REVOCATION_CHECK_INTERVAL)
+        self.stateless = bool(s.STATELESS_USERS)
 
     # ------------------------------------------------------------------ steps
 
@@ -266,7 +267,11 @@ class TokenAuthenticator:
         return user
 
     def mirror(self, identity: VerifiedIdentity) -> Any:
-        """The local user for an identity, through the configured mapper."""
+        """The user for an identity: mirrored through the configured mapper, or
+        a :class:`~keyrunes_django.users.StatelessUser` with ``STATELESS_USERS``.
+        """
+        if self.stateless:
+            return StatelessUser.from_identity(identity)
         from keyrunes_django.mapping import get_mapper
 
         return get_mapper().mirror(identity).user

@@ -12,7 +12,7 @@ from django.core.cache import caches
 from django.test import RequestFactory, override_settings
 
 import keyrunes_django
-from keyrunes_django import authorization
+from keyrunes_django import access
 from keyrunes_django.authorization import (
     get_identity,
     has_group,
@@ -26,6 +26,26 @@ from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
 from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
 
 LOGGER = "keyrunes_django.authorization"
+ORG_KEY_SETTINGS = {"BASE_URL": "http://127.0.0.1:9", "ORGANIZATION_KEY": "k"}
+
+
+def answer_with(monkeypatch: pytest.MonkeyPatch, allowed: bool) -> list[tuple[Any, ...]]:
+    """Make the Keyrunes client answer every policy check with ``allowed``."""
+    import keyrunes_django.client as client_module
+
+    asked: list[tuple[Any, ...]] = []
+
+    class Answer:
+        def __init__(self) -> None:
+            self.allowed = allowed
+
+    class FakeClient:
+        def check_permission(self, *args: Any, **kwargs: Any) -> Answer:
+            asked.append(args)
+            return Answer()
+
+    monkeypatch.setattr(client_module, "get_client", lambda: FakeClient())
+    return asked
 
 
 def identity(
@@ -285,17 +305,19 @@ class TestHasPermissionWithoutServer:
             def set(self, *a: Any) -> Any:
                 raise ConnectionError("cache down")
 
-        monkeypatch.setattr(authorization, "caches", {"default": Broken()})
-        monkeypatch.setattr(authorization, "_ask_server", lambda *a: True)
+        monkeypatch.setattr(access, "caches", {"default": Broken()})
+        answer_with(monkeypatch, True)
         caplog.set_level(logging.INFO, LOGGER)
-        assert has_permission(identity(), "docs:*", "read")
+        with override_settings(KEYRUNES=ORG_KEY_SETTINGS):
+            assert has_permission(identity(), "docs:*", "read")
         assert "permission cache unavailable" in caplog.text
 
     def test_non_boolean_cache_entry_is_ignored(self, monkeypatch: pytest.MonkeyPatch) -> None:
         key = permission_cache_key("public", 7, "docs:*", "read")
         caches["default"].set(key, "yes", 60)
-        monkeypatch.setattr(authorization, "_ask_server", lambda *a: False)
-        assert not has_permission(identity(), "docs:*", "read")
+        answer_with(monkeypatch, False)
+        with override_settings(KEYRUNES=ORG_KEY_SETTINGS):
+            assert not has_permission(identity(), "docs:*", "read")
         assert caches["default"].get(key) is False
 
 
@@ -420,8 +442,30 @@ class TestRemoteVariants:
         assert "non-boolean" in caplog.text
 
 
-def test_token_namespace_of_garbage_is_unknown() -> None:
-    assert authorization._token_namespace("not-a-jwt") is None
+@pytest.mark.django_db
+def test_unreadable_service_token_still_asks_the_admin_route(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The namespace of a service token that is no JWT is unknown, so nothing
+    # stops the question: the server decides.
+    import keyrunes_django.client as client_module
+    import keyrunes_django.service_account as service_account
+
+    asked: list[tuple[Any, ...]] = []
+
+    class Check:
+        has_permission = True
+
+    class FakeClient:
+        def admin_check_permission(self, *args: Any) -> Check:
+            asked.append(args)
+            return Check()
+
+    monkeypatch.setattr(client_module, "get_client", lambda: FakeClient())
+    monkeypatch.setattr(service_account, "get_service_token", lambda: "not-a-jwt")
+    with override_settings(KEYRUNES={"BASE_URL": "http://127.0.0.1:9"}):
+        assert has_permission(identity(), "docs:1", "read")
+    assert asked == [("not-a-jwt", 7, "docs:1", "read")]
 
 
 @pytest.mark.django_db
@@ -490,4 +534,25 @@ def test_tenant_policy_check_works_unless_the_server_quirk_answers_500(
 
 
 def test_user_model_without_groups_has_no_mirrored_groups() -> None:
-    assert authorization._mirrored_group_names(object()) == ()
+    # A custom user model with no Django groups, linked to a mirror whose
+    # payload lists no groups: it belongs to no group, and asking is no error.
+    class Link:
+        payload: dict[str, Any] = {}
+        remote_user_id = 7
+        namespace = "public"
+        organization_id = 1
+        external_id = None
+
+    class GrouplessUser:
+        is_authenticated = True
+        is_active = True
+        keyrunes_identity = Link()
+
+        def get_username(self) -> str:
+            return "alice"
+
+    user = GrouplessUser()
+    found = get_identity(user)
+    assert isinstance(found, VerifiedIdentity)
+    assert (found.user_id, found.username, found.groups) == (7, "alice", ())
+    assert not has_group(user, "users")

@@ -111,7 +111,9 @@ class Principals:
 
 
 @pytest.fixture
-def principals(keyrunes: KeyrunesEmulator, db: Any) -> Principals:
+def principals(keyrunes: KeyrunesEmulator, db: Any, settings: Any) -> Principals:
+    # Organization keys are accepted only once this service's organization is known.
+    settings.KEYRUNES = {**settings.KEYRUNES, "ORGANIZATION_SCOPE": 1}
     return Principals(keyrunes)
 
 
@@ -185,7 +187,8 @@ def test_tenant_admin_passes_require_admin(principals: Principals, client: Clien
     from django.conf import settings
     from django.test import override_settings
 
-    with override_settings(KEYRUNES={**settings.KEYRUNES, "NAMESPACE": "acme"}):
+    acme = {**settings.KEYRUNES, "NAMESPACE": "acme", "ORGANIZATION_SCOPE": None}
+    with override_settings(KEYRUNES=acme):
         response = client.get("/authz/fn/admin/", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
 

@@ -18,6 +18,7 @@ from rest_framework.permissions import (
 )
 from rest_framework.test import APIRequestFactory
 
+from keyrunes_django import access
 from keyrunes_django.drf import permissions as kp
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
 from tests.test_decorators import (
@@ -61,13 +62,14 @@ MESSAGES = {
 }
 
 
+@pytest.mark.parametrize("form", ["drf", "drf-sub"])  # call form, subclass form
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("principal", PRINCIPALS)
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_permission_classes(
-    principals: Principals, client: Client, name: str, principal: str, fmt: str
+    principals: Principals, client: Client, name: str, principal: str, fmt: str, form: str
 ) -> None:
-    response = principals.get(client, principal, f"/authz/drf/{name}/", fmt)
+    response = principals.get(client, principal, f"/authz/{form}/{name}/", fmt)
     expected = EXPECTED[name][PRINCIPALS.index(principal)]
     assert response.status_code == expected, (name, principal, response.content[:200])
     if expected == 401:
@@ -76,19 +78,20 @@ def test_permission_classes(
         assert response.json()["detail"] == MESSAGES[name]
 
 
-def test_object_level(principals: Principals, client: Client) -> None:
+@pytest.mark.parametrize("form", ["drf", "drf-sub"])
+def test_object_level(principals: Principals, client: Client, form: str) -> None:
     kr = principals.kr
     kr.create_policy("docs_5_read", "docs:5", "read")
     reader = kr.create_user(groups=("users",))
     kr.attach_policy("docs_5_read", user=reader)
     headers = {"Authorization": f"Bearer {kr.issue_token(reader)}"}
-    assert client.get("/authz/drf/doc/5/", headers=headers).status_code == 200
-    denied = client.get("/authz/drf/doc/6/", headers=headers)
+    assert client.get(f"/authz/{form}/doc/5/", headers=headers).status_code == 200
+    denied = client.get(f"/authz/{form}/doc/6/", headers=headers)
     assert denied.status_code == 403
     assert denied.json()["detail"] == "Permission 'read' on 'docs:{obj.pk}' is required."
     org = {"X-Organization-Key": kr.organization_key(1)}
-    assert client.get("/authz/drf/doc/5/", headers=org).status_code == 403
-    assert client.get("/authz/drf/doc/5/").status_code == 401
+    assert client.get(f"/authz/{form}/doc/5/", headers=org).status_code == 403
+    assert client.get(f"/authz/{form}/doc/5/").status_code == 401
 
 
 # ------------------------------------------------------------ class mechanics
@@ -174,7 +177,7 @@ def test_has_permission_formats_from_view_kwargs_and_context(
         asked.append((resolve_resource(resource, context), action))
         return True
 
-    monkeypatch.setattr(kp, "has_permission", fake)
+    monkeypatch.setattr(access, "has_permission", fake)
     request = drf_request(identity())
     assert kp.HasPermission("docs:{pk}", "read")().has_permission(request, View())
     ctx = kp.HasPermission("t:{tenant}", "read", context=lambda r: {"tenant": "acme"})()
@@ -231,3 +234,241 @@ def test_bare_classes_that_need_arguments_say_so() -> None:
         kp.HasPermission().has_permission(request, View())
     with pytest.raises(ImproperlyConfigured, match="resource"):
         kp.HasObjectPermission().has_object_permission(request, View(), object())
+
+
+# --------------------------------------------------------- the subclass form
+
+
+def test_subclass_form_is_validated_and_described() -> None:
+    class Editors(kp.HasGroup):
+        groups = ("editors",)
+
+    assert Editors.message == "Membership in one of the groups editors is required."
+    assert Editors().has_permission(drf_request(identity(("editors",))), View())
+    assert not Editors().has_permission(drf_request(identity(("users",))), View())
+
+    class Both(kp.HasAllGroups):
+        groups = ["a", "b"]  # a list is accepted and stored as a tuple
+
+    assert Both.groups == ("a", "b")
+    assert Both.message == "Membership in all of the groups a, b is required."
+
+    class Read(kp.HasPermission):
+        resource = "docs:{pk}"
+        action = "read"
+
+    assert Read.message == "Permission 'read' on 'docs:{pk}' is required."
+
+    class Org3(kp.IsOrganization):
+        organization_id = 3
+
+    assert Org3.message == "A valid key of organization 3 is required."
+
+    class AnyOrganization(kp.IsOrganization):
+        pass
+
+    assert AnyOrganization.message == "A valid organization key is required."
+    assert Org3().has_permission(drf_request(OrganizationPrincipal(organization_id=3)), View())
+    assert not Org3().has_permission(drf_request(OrganizationPrincipal(organization_id=4)), View())
+
+
+def test_written_messages_are_kept_and_derived_ones_follow() -> None:
+    class Editors(kp.HasGroup):
+        groups = ("editors",)
+        message = "Editors only."
+
+    class Writers(Editors):
+        groups = ("writers",)
+
+    # A text somebody wrote is kept by subclasses; the library's own follows the groups.
+    assert Writers.message == "Editors only."
+
+    class Base(kp.HasGroup("editors")):
+        pass
+
+    class Other(Base):
+        groups = ("other",)
+
+    assert Base.message == "Membership in one of the groups editors is required."
+    assert Other.message == "Membership in one of the groups other is required."
+    assert kp.HasGroup("x").message == "Membership in one of the groups x is required."
+    assert kp.HasGroup.message == kp.KeyrunesPermission.message
+
+
+def test_subclass_of_a_call_form_result() -> None:
+    class Custom(kp.HasPermission("docs:{pk}", "read")):
+        message = "No."
+
+    assert issubclass(Custom, kp.HasPermission)
+    assert (Custom.resource, Custom.action, Custom.message) == ("docs:{pk}", "read", "No.")
+
+
+def test_context_function_in_a_class_body_is_not_a_method(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[str] = []
+
+    def fake(request: Any, resource: str, action: str, context: Any = None) -> bool:
+        asked.append(access.resolve_resource(resource, context))
+        return True
+
+    monkeypatch.setattr(access, "has_permission", fake)
+
+    class TenantReports(kp.HasPermission):
+        resource = "reports:{tenant}:{pk}"
+        action = "read"
+
+        def context(request: Any) -> dict[str, str]:  # type: ignore[misc]
+            return {"tenant": "acme"}
+
+    assert TenantReports().has_permission(drf_request(identity()), View())
+    assert asked == ["reports:acme:3"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"groups": "editors"},  # ("editors") without the comma
+        {"groups": ("editors", 3)},
+        {"groups": ("",)},
+        {"all_groups": "yes"},
+    ],
+)
+def test_bad_group_class_attributes(body: dict[str, Any]) -> None:
+    with pytest.raises(TypeError):
+        type(kp.HasGroup)("Bad", (kp.HasGroup,), dict(body))
+
+
+@pytest.mark.parametrize(
+    ("base", "body"),
+    [
+        (kp.HasPermission, {"resource": "docs:*"}),
+        (kp.HasPermission, {"action": "read"}),
+        (kp.HasPermission, {"resource": 1, "action": "read"}),
+        (kp.HasPermission, {"resource": "r", "action": "a", "object_level": 1}),
+        (kp.HasPermission, {"resource": "r", "action": "a", "context": 5}),
+        (kp.IsOrganization, {"organization_id": "2"}),
+        (kp.IsOrganization, {"organization_id": True}),
+        (kp.IsKeyrunesAuthenticated, {"allow_organization": "yes"}),
+    ],
+)
+def test_bad_class_attributes(base: type, body: dict[str, Any]) -> None:
+    with pytest.raises(TypeError):
+        type(base)("Bad", (base,), dict(body))
+
+
+def test_call_form_none_organization_is_refused() -> None:
+    with pytest.raises(TypeError):
+        kp.IsOrganization(None)
+    with pytest.raises(TypeError):
+        kp.IsKeyrunesAuthenticated(allow_organization=1)
+
+
+# ------------------------------------------- every operand x every operator
+
+class EditorsSub(kp.HasGroup):
+    groups = ("editors",)
+
+
+class NotSuperadmin(BasePermission):
+    """A plain DRF permission class (no Keyrunes base)."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        groups = getattr(request.keyrunes, "groups", None) or ()
+        return "superadmin" not in groups
+
+
+# Each operand with its decision for (editor, superadmin, organization, anonymous).
+OPERANDS: dict[str, tuple[Any, tuple[bool, bool, bool, bool]]] = {
+    "bare": (kp.IsKeyrunesAdmin, (False, True, False, False)),
+    "call": (kp.HasGroup("editors"), (True, False, False, False)),
+    "subclass": (EditorsSub, (True, False, False, False)),
+    "call-org": (kp.IsOrganization(1), (False, False, True, False)),
+    "drf": (NotSuperadmin, (True, False, True, True)),
+    "holder": (kp.HasGroup("editors") | kp.IsOrganization, (True, False, True, False)),
+}
+
+
+def callers() -> list[Any]:
+    return [
+        drf_request(identity(("editors",))),
+        drf_request(identity(("superadmin",))),
+        drf_request(OrganizationPrincipal(organization_id=1)),
+        drf_request(None),
+    ]
+
+
+def decisions(permission_class: Any) -> tuple[bool, ...]:
+    permission = permission_class()
+    return tuple(bool(permission.has_permission(r, View())) for r in callers())
+
+
+@pytest.mark.parametrize("left", sorted(OPERANDS))
+@pytest.mark.parametrize("right", sorted(OPERANDS))
+def test_every_combination(left: str, right: str) -> None:
+    a, a_says = OPERANDS[left]
+    b, b_says = OPERANDS[right]
+    assert decisions(a) == a_says
+    assert decisions(a & b) == tuple(x and y for x, y in zip(a_says, b_says, strict=True))
+    assert decisions(a | b) == tuple(x or y for x, y in zip(a_says, b_says, strict=True))
+    assert decisions(~a) == tuple(not x for x in a_says)
+    assert decisions(~a & b) == tuple((not x) and y for x, y in zip(a_says, b_says, strict=True))
+    assert decisions(a | ~b) == tuple(x or not y for x, y in zip(a_says, b_says, strict=True))
+
+
+def test_defaults_by_dotted_path_in_a_fresh_interpreter() -> None:
+    """Call form, subclass form and a composition as DEFAULT_PERMISSION_CLASSES."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent(
+        """
+        import django
+        from django.conf import settings
+
+        settings.configure(
+            INSTALLED_APPS=[
+                "django.contrib.auth",
+                "django.contrib.contenttypes",
+                "rest_framework",
+                "keyrunes_django",
+            ],
+            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+            KEYRUNES={"BASE_URL": "http://127.0.0.1:9"},
+            REST_FRAMEWORK={
+                "DEFAULT_PERMISSION_CLASSES": [
+                    "tests.drf_default_permissions.EditorsByCall",
+                    "tests.drf_default_permissions.Editors",
+                    "tests.drf_default_permissions.EditorsOrAdmin",
+                ],
+            },
+        )
+        django.setup()
+        from django.contrib.auth.models import AnonymousUser
+        from django.test import RequestFactory
+        from rest_framework.views import APIView
+
+        from keyrunes_django.identity import VerifiedIdentity
+
+        def request(groups):
+            r = RequestFactory().get("/")
+            r.user = AnonymousUser()
+            r.keyrunes = VerifiedIdentity(
+                user_id=1, username="u", email="", namespace="public",
+                organization_id=1, groups=groups,
+            )
+            return r
+
+        view = APIView()
+        for groups in (("editors",), ("users",)):
+            print([p.has_permission(request(groups), view) for p in view.get_permissions()])
+        """
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[True, True, True]", "[False, False, False]"]

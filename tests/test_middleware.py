@@ -271,7 +271,10 @@ class TestOutage:
 
     def test_503_plain(self, remote: Any, client: Client, keyrunes_user: Any) -> None:
         remote.faults.add(r"^/api/me$", drop=True)
-        response = client.get("/whoami/", **bearer(remote.issue_token(keyrunes_user)))
+        # A browser (Accept names HTML) gets text; a bare bearer call is an API client's.
+        response = client.get(
+            "/whoami/", HTTP_ACCEPT="text/html", **bearer(remote.issue_token(keyrunes_user))
+        )
         assert response.status_code == 503
         assert response["Content-Type"].startswith("text/plain")
 

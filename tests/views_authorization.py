@@ -229,6 +229,69 @@ DRF_PERMISSIONS: dict[str, Any] = {
 }
 
 
+# The same permissions in DRF's subclass idiom: class attributes, no call.
+class AuthenticatedOrOrganization(kp.IsKeyrunesAuthenticated):
+    allow_organization = True
+
+
+class EditorsOrWriters(kp.HasGroup):
+    groups = ("editors", "writers")
+
+
+class EditorsAndWriters(kp.HasAllGroups):
+    groups = ("editors", "writers")
+
+
+class Editors(kp.HasGroup):
+    groups = ("editors",)
+
+
+class ReadDocs(kp.HasPermission):
+    resource = "docs:*"
+    action = "read"
+
+
+class WriteDocs(kp.HasPermission):
+    resource = "docs:*"
+    action = "write"
+
+
+class Organization1(kp.IsOrganization):
+    organization_id = 1
+
+
+class Organization2(kp.IsOrganization):
+    organization_id = 2
+
+
+class ReadThisDoc(kp.HasObjectPermission):
+    resource = "docs:{obj.pk}"
+    action = "read"
+
+
+DRF_SUBCLASS_PERMISSIONS: dict[str, Any] = {
+    "authenticated": kp.IsKeyrunesAuthenticated,
+    "authenticated-org": AuthenticatedOrOrganization,
+    "admin": kp.IsKeyrunesAdmin,
+    "group-any": EditorsOrWriters,
+    "group-all": EditorsAndWriters,
+    "perm": ReadDocs,
+    "perm-write": WriteDocs,
+    "organization": kp.IsOrganization,
+    "organization-1": Organization1,
+    "organization-2": Organization2,
+    "and": kp.IsKeyrunesAuthenticated & Editors,
+    "or": Editors | kp.IsKeyrunesAdmin,
+    "not": ~Editors,
+    "not-admin-and-auth": kp.IsKeyrunesAuthenticated & ~kp.IsKeyrunesAdmin,
+    "nested": (Editors & ReadDocs) | Organization1,
+}
+
+
+class SubclassDocDetail(DocDetail):
+    permission_classes = [ReadThisDoc]
+
+
 urlpatterns = [
     *[path(f"authz/fn/{name}/", dec(ok)) for name, dec in DECORATED.items()],
     *[path(f"authz/afn/{name}/", dec(aok)) for name, dec in DECORATED.items()],
@@ -255,4 +318,9 @@ urlpatterns = [
     path("authz/cbv/doc-override/<int:pk>/", DocObjectOverrideView.as_view()),
     *[path(f"authz/drf/{name}/", drf_view(perm)) for name, perm in DRF_PERMISSIONS.items()],
     path("authz/drf/doc/<int:pk>/", DocDetail.as_view()),
+    *[
+        path(f"authz/drf-sub/{name}/", drf_view(perm))
+        for name, perm in DRF_SUBCLASS_PERMISSIONS.items()
+    ],
+    path("authz/drf-sub/doc/<int:pk>/", SubclassDocDetail.as_view()),
 ]

@@ -1,16 +1,29 @@
 """DRF permission classes backed by Keyrunes groups, admin status and policies.
 
-Each class goes straight into ``permission_classes``, bare or with arguments,
-and composes with DRF's ``&``, ``|`` and ``~``::
+Each class can be configured in two ways, and both give a DRF permission
+*class* (never an instance):
+
+* the call form, ``HasGroup("editors")``: calling a class with arguments
+  returns a configured **subclass** named after the call
+  (``"HasGroup('editors')"``); DRF instantiates it with no arguments, as it
+  does every permission class;
+* DRF's own idiom, a subclass with class attributes::
+
+      class Editors(HasGroup):
+          groups = ("editors",)
+
+Either goes into ``permission_classes`` or ``DEFAULT_PERMISSION_CLASSES``
+(assign the call form to a module-level name to give it a dotted path), and
+composes with DRF's ``&``, ``|`` and ``~``::
 
     permission_classes = [IsKeyrunesAuthenticated & (HasGroup("editors") | IsKeyrunesAdmin)]
 
-Calling a class with arguments (``HasGroup("a", "b")``) returns a configured
-*subclass*, which DRF then instantiates with no arguments as usual; so the
-result is still a permission class and the operators work on it.
+Both forms are validated when the class is made, with a ``TypeError`` naming
+the mistake. Calling a class without arguments instantiates it, as usual.
 
 Anonymous callers are refused by every class; DRF turns that into 401 when an
-authenticator could have identified them, 403 otherwise.
+authenticator could have identified them, 403 otherwise. The decisions are the
+ones of :mod:`keyrunes_django.access`, shared with the decorators and mixins.
 """
 
 from __future__ import annotations
@@ -22,14 +35,7 @@ from django.core.exceptions import ImproperlyConfigured
 from rest_framework.permissions import BasePermission, BasePermissionMetaclass
 from rest_framework.request import Request
 
-from keyrunes_django.authorization import (
-    get_identity,
-    has_group,
-    has_permission,
-    is_admin,
-    is_authenticated,
-)
-from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
+from keyrunes_django import access
 
 if TYPE_CHECKING:
     # rest_framework.views reads DEFAULT_PERMISSION_CLASSES while it is imported,
@@ -51,7 +57,7 @@ ContextArg = Mapping[str, Any] | Callable[[Request], Mapping[str, Any]] | None
 
 
 class _ConfigurableMeta(BasePermissionMetaclass):
-    """Calling a permission class *with* arguments configures a subclass."""
+    """Calling a permission class *with* arguments makes a configured subclass."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs:
@@ -60,19 +66,53 @@ class _ConfigurableMeta(BasePermissionMetaclass):
 
 
 class KeyrunesPermission(BasePermission, metaclass=_ConfigurableMeta):
-    """Base of the Keyrunes permission classes."""
+    """Base of the Keyrunes permission classes.
+
+    A subclass declares its settings as class attributes, checks them in
+    :meth:`validate_class`, and maps call arguments onto them in
+    :meth:`configure_attributes`; both forms then go through the same checks.
+    """
 
     message: ClassVar[str] = "You do not have permission to perform this action."
+    _derived_message: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.validate_class()
+        # A refusal text somebody wrote is kept; one derived from the
+        # settings follows them.
+        owner = next(k for k in cls.__mro__ if "message" in k.__dict__)
+        if owner is not cls and (
+            owner.__module__ == __name__ or owner.__dict__.get("_derived_message", False)
+        ):
+            default = cls.default_message()
+            if default is not None:
+                cls.message = default
+                cls._derived_message = True
 
     @classmethod
-    def configure(cls, *args: Any, **kwargs: Any) -> type[KeyrunesPermission]:
+    def validate_class(cls) -> None:
+        """Raise ``TypeError`` when the class attributes are unusable."""
+
+    @classmethod
+    def default_message(cls) -> str | None:
+        """The refusal text for these settings (``None``: inherit the parent's)."""
+        return None
+
+    @classmethod
+    def configure_attributes(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Class attributes for the call form's arguments."""
         raise TypeError(f"{cls.__name__} takes no arguments")
 
     @classmethod
-    def _subclass(cls, label: str, attrs: dict[str, Any]) -> type[KeyrunesPermission]:
-        attrs.setdefault("__module__", cls.__module__)
+    def configure(cls, *args: Any, **kwargs: Any) -> type[KeyrunesPermission]:
+        """The call form: a subclass with the attributes the arguments name."""
+        attrs = cls.configure_attributes(*args, **kwargs)
+        label = f"{cls.__name__}({_args_label(args, kwargs)})"
+        attrs["__module__"] = cls.__module__
         attrs["__qualname__"] = label
-        subclass: type[KeyrunesPermission] = type.__new__(type(cls), label, (cls,), attrs)
+        metaclass: type[Any] = type(cls)
+        subclass: type[KeyrunesPermission] = metaclass(label, (cls,), attrs)
         return subclass
 
 
@@ -88,25 +128,27 @@ class IsKeyrunesAuthenticated(KeyrunesPermission):
     allow_organization: ClassVar[bool] = False
 
     @classmethod
-    def configure(cls, *args: Any, **kwargs: Any) -> type[KeyrunesPermission]:
+    def validate_class(cls) -> None:
+        if not isinstance(cls.allow_organization, bool):
+            raise TypeError(f"{cls.__name__}.allow_organization must be True or False")
+
+    @classmethod
+    def configure_attributes(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if args or set(kwargs) - {"allow_organization"}:
-            raise TypeError("IsKeyrunesAuthenticated takes only allow_organization=")
-        allow = bool(kwargs.get("allow_organization", False))
-        return cls._subclass(
-            f"{cls.__name__}({_args_label((), kwargs)})", {"allow_organization": allow}
-        )
+            raise TypeError(f"{cls.__name__} takes only allow_organization=")
+        return {"allow_organization": kwargs["allow_organization"]}
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        return is_authenticated(request, allow_organization=self.allow_organization)
+        return access.is_authenticated(request, allow_organization=self.allow_organization)
 
 
 class IsKeyrunesAdmin(KeyrunesPermission):
     """Global superadmin, tenant admin (exact group names) or a Django superuser."""
 
-    message = "Keyrunes administrator access is required."
+    message = access.ADMIN_REQUIRED
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        return is_admin(request)
+        return access.is_admin(request)
 
 
 class _GroupPermission(KeyrunesPermission):
@@ -114,27 +156,36 @@ class _GroupPermission(KeyrunesPermission):
     all_groups: ClassVar[bool] = False
 
     @classmethod
-    def configure(cls, *args: Any, **kwargs: Any) -> type[KeyrunesPermission]:
+    def validate_class(cls) -> None:
+        groups: Any = cls.groups
+        # A bare string (often ``("editors")`` without the comma) is refused
+        # rather than read as a list of one-letter group names.
+        if not isinstance(groups, (tuple, list)):
+            raise TypeError(f"{cls.__name__}.groups must be a tuple of names, e.g. ('editors',)")
+        if not all(isinstance(g, str) and g for g in groups):
+            raise TypeError(f"{cls.__name__} needs group names (non-empty strings)")
+        if not isinstance(cls.all_groups, bool):
+            raise TypeError(f"{cls.__name__}.all_groups must be True or False")
+        cls.groups = tuple(groups)
+
+    @classmethod
+    def default_message(cls) -> str | None:
+        if not cls.groups:
+            return None
+        return access.groups_message(cls.groups, all_groups=cls.all_groups)
+
+    @classmethod
+    def configure_attributes(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if kwargs:
             raise TypeError(f"{cls.__name__} takes group names only")
-        if not args or not all(isinstance(g, str) and g for g in args):
-            raise TypeError(f"{cls.__name__} needs one or more group names")
-        names = ", ".join(args)
-        quantifier = "all" if cls.all_groups else "one"
-        return cls._subclass(
-            f"{cls.__name__}({_args_label(args, {})})",
-            {
-                "groups": tuple(args),
-                "message": f"Membership in {quantifier} of the groups {names} is required.",
-            },
-        )
+        return {"groups": args}
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         if not self.groups:
             raise ImproperlyConfigured(
                 f"{type(self).__name__} needs group names: {type(self).__name__}('a', 'b')"
             )
-        return has_group(request, *self.groups, all_groups=self.all_groups)
+        return access.has_group(request, *self.groups, all_groups=self.all_groups)
 
 
 class HasGroup(_GroupPermission):
@@ -150,11 +201,12 @@ class HasAllGroups(_GroupPermission):
 class HasPermission(KeyrunesPermission):
     """A Keyrunes policy allowing ``action`` on ``resource``.
 
-    ``{placeholders}`` in the resource are filled from the view's URL kwargs
-    and ``context`` (a mapping, or a callable of the request). With
-    ``object_level=True`` the check runs in ``has_object_permission``, and the
-    object is available as ``{obj}``: ``HasPermission("docs:{obj.pk}", "read",
-    object_level=True)``.
+    ``{placeholders}`` in the resource are filled from the view's URL kwargs,
+    ``view``, ``request`` and ``context`` (a mapping, or a callable of the
+    request). With ``object_level=True`` the check runs in
+    ``has_object_permission``, and the object is available as ``{obj}``:
+    ``HasPermission("docs:{obj.pk}", "read", object_level=True)``. As a
+    subclass: ``resource = "docs:{pk}"``, ``action = "read"``.
     """
 
     resource: ClassVar[str] = ""
@@ -163,36 +215,44 @@ class HasPermission(KeyrunesPermission):
     context: ClassVar[ContextArg] = None
 
     @classmethod
-    def configure(cls, *args: Any, **kwargs: Any) -> type[KeyrunesPermission]:
+    def validate_class(cls) -> None:
+        resource, action = cls.resource, cls.action
+        if not isinstance(resource, str) or not isinstance(action, str):
+            raise TypeError(f"{cls.__name__}: resource and action must be strings")
+        if bool(resource) != bool(action):
+            missing = "an action" if resource else "a resource"
+            raise TypeError(f"{cls.__name__} needs {missing} string")
+        if not isinstance(cls.object_level, bool):
+            raise TypeError(f"{cls.__name__}.object_level must be True or False")
+        context = cls.__dict__.get("context")
+        if callable(context) and not isinstance(context, staticmethod):
+            # A plain function stored on a class would turn into a method.
+            cls.context = staticmethod(context)
+        elif context is not None and not isinstance(context, (Mapping, staticmethod)):
+            raise TypeError(f"{cls.__name__}.context must be a mapping or a callable")
+
+    @classmethod
+    def default_message(cls) -> str | None:
+        if not cls.resource:
+            return None
+        return access.permission_message(cls.resource, cls.action)
+
+    @classmethod
+    def configure_attributes(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
         names = ("resource", "action", "object_level", "context")
         if len(args) > 2 or set(kwargs) - set(names):
             raise TypeError(f"{cls.__name__}(resource, action, *, object_level=, context=)")
         values = dict(zip(names, args, strict=False))
         values.update(kwargs)
-        resource, action = values.get("resource"), values.get("action")
-        if not isinstance(resource, str) or not resource:
-            raise TypeError(f"{cls.__name__} needs a resource string")
-        if not isinstance(action, str) or not action:
-            raise TypeError(f"{cls.__name__} needs an action string")
-        context = values.get("context")
-        attrs: dict[str, Any] = {
-            "resource": resource,
-            "action": action,
-            "object_level": bool(values.get("object_level", cls.object_level)),
-            # A plain function stored on a class would turn into a method.
-            "context": staticmethod(context) if callable(context) else context,
-            "message": f"Permission {action!r} on {resource!r} is required.",
-        }
-        return cls._subclass(f"{cls.__name__}({_args_label(args, kwargs)})", attrs)
+        for name in ("resource", "action"):
+            if not isinstance(values.get(name), str) or not values[name]:
+                raise TypeError(f"{cls.__name__} needs a {name} string")
+        return values
 
     def _context(self, request: Request, view: APIView, **extra: Any) -> dict[str, Any]:
-        merged: dict[str, Any] = dict(getattr(view, "kwargs", None) or {})
-        merged.update(view=view, request=request)
-        context: Any = type(self).context
-        if callable(context):
-            merged.update(context(request))
-        elif context:
-            merged.update(context)
+        base = dict(getattr(view, "kwargs", None) or {})
+        base.update(view=view, request=request)
+        merged = access.build_context(type(self).context, request, base)
         merged.update(extra)
         return merged
 
@@ -207,14 +267,16 @@ class HasPermission(KeyrunesPermission):
         self._require_configured()
         if self.object_level:
             # The policy is asked per object; here only a Keyrunes user is needed.
-            return isinstance(get_identity(request), VerifiedIdentity)
-        return has_permission(request, self.resource, self.action, self._context(request, view))
+            return access.is_keyrunes_user(request)
+        return access.has_permission(
+            request, self.resource, self.action, self._context(request, view)
+        )
 
     def has_object_permission(self, request: Request, view: APIView, obj: Any) -> bool:
         if not self.object_level:
             return True
         self._require_configured()
-        return has_permission(
+        return access.has_permission(
             request, self.resource, self.action, self._context(request, view, obj=obj)
         )
 
@@ -232,24 +294,25 @@ class IsOrganization(KeyrunesPermission):
     organization_id: ClassVar[int | None] = None
 
     @classmethod
-    def configure(cls, *args: Any, **kwargs: Any) -> type[KeyrunesPermission]:
+    def validate_class(cls) -> None:
+        value = cls.organization_id
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise TypeError(f"{cls.__name__} needs an integer organization id")
+
+    @classmethod
+    def default_message(cls) -> str | None:
+        if cls.organization_id is None:
+            return None
+        return f"A valid key of organization {cls.organization_id} is required."
+
+    @classmethod
+    def configure_attributes(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if len(args) > 1 or set(kwargs) - {"organization_id"} or (args and kwargs):
-            raise TypeError("IsOrganization(organization_id)")
+            raise TypeError(f"{cls.__name__}(organization_id)")
         value = args[0] if args else kwargs["organization_id"]
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError("IsOrganization needs an integer organization id")
-        return cls._subclass(
-            f"{cls.__name__}({value!r})",
-            {
-                "organization_id": value,
-                "message": f"A valid key of organization {value} is required.",
-            },
-        )
+        if value is None:
+            raise TypeError(f"{cls.__name__} needs an integer organization id")
+        return {"organization_id": value}
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        principal = get_identity(request)
-        if not isinstance(principal, OrganizationPrincipal):
-            return False
-        if self.organization_id is None:
-            return True
-        return principal.organization_id == self.organization_id
+        return access.is_organization(request, self.organization_id)
