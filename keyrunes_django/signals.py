@@ -29,3 +29,8 @@ credential_rejected = Signal()
 #: Keyrunes was unreachable or answered garbage. kwargs: ``error`` (exception),
 #: ``operation`` (short name), ``request`` (may be None), ``served_stale`` (bool).
 auth_service_error = Signal()
+
+#: The circuit breaker in front of Keyrunes changed state. kwargs: ``breaker``
+#: (the CircuitBreaker), ``old_state`` and ``new_state`` (``"closed"``, ``"open"``
+#: or ``"half_open"``), ``retry_after`` (seconds until calls resume, 0.0 when closed).
+breaker_state_changed = Signal()

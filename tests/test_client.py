@@ -885,10 +885,25 @@ def test_429_retry_after_seconds_is_respected(
 def test_retry_after_is_capped(
     kr: KeyrunesClient, rsps: responses.RequestsMock, sleeps: list[float]
 ) -> None:
+    kr.deadline = 30.0
     rsps.get(BASE + "/api/me", status=429, headers={"Retry-After": "3600"})
     rsps.get(BASE + "/api/me", json=USER)
     kr.me(TOKEN)
     assert sleeps == [kr.max_retry_after]
+
+
+def test_retry_after_never_pushes_a_retry_past_the_deadline(
+    kr: KeyrunesClient, rsps: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    kr.deadline = 1.0
+    rsps.get(BASE + "/api/me", status=503, headers={"Retry-After": "3"})
+    rsps.get(BASE + "/api/me", json=USER)
+    with pytest.raises(KeyrunesUnavailable) as info:
+        kr.me(TOKEN)
+    assert sleeps == []  # the wait would end after the deadline: no retry at all
+    assert len(rsps.calls) == 1
+    assert info.value.status_code == 503
+    assert info.value.retry_after == 3.0  # passed on for the caller's own Retry-After
 
 
 def test_retry_after_http_date(
@@ -1052,7 +1067,7 @@ def test_1xx_status_is_protocol_error() -> None:
     response.status_code = 199
     response._content = b""
     with pytest.raises(KeyrunesProtocolError):
-        KeyrunesClient._raise_for(response)
+        raise KeyrunesClient._error_for(response)
 
 
 def test_secrets_never_logged(
