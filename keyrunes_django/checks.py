@@ -22,6 +22,10 @@ keyrunes_django.E022   ``GROUPS`` declares a name twice
 keyrunes_django.E023   ``POLICIES`` is not a list
 keyrunes_django.E024   a ``POLICIES`` entry is malformed (fields, lengths, effect, conditions)
 keyrunes_django.E025   ``POLICIES`` declares a name twice
+keyrunes_django.E040   ``DEADLINE`` is not a positive number
+keyrunes_django.E041   ``MAX_RESPONSE_BYTES`` is not a positive integer
+keyrunes_django.E042   ``BREAKER_FAILURES``/``BREAKER_COOLDOWN`` out of range
+keyrunes_django.W040   one call's worst case (retries, timeouts, back-off, deadline) > 25 s
 =====================  ===========================================================
 
 Ids are stable; features with their own settings add checks from E020 on.
@@ -39,6 +43,7 @@ from urllib.parse import urlsplit
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from keyrunes_django.conf import DEFAULTS, IMPORT_STRINGS, REMOVED_SETTINGS
@@ -113,13 +118,11 @@ def _check_base_url(value: Any) -> list[CheckMessage]:
 
 
 def _check_timeout(value: Any) -> list[CheckMessage]:
-    if _is_number(value):
-        pair: tuple[Any, ...] = (value,)
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        pair = tuple(value)
-    else:
-        pair = ()
-    if not pair or not all(_is_number(v) and v > 0 for v in pair):
+    from keyrunes_django.client import normalise_timeout
+
+    try:
+        normalise_timeout(value)
+    except ImproperlyConfigured:
         return [
             Error(
                 f"KEYRUNES['TIMEOUT'] = {value!r} is not a positive number "
@@ -284,3 +287,59 @@ def check_settings(
 
     messages += check_declarations(get("GROUPS"), get("POLICIES"))
     return messages
+
+
+#: A call that can run longer than this risks the worker being killed
+#: mid-request (gunicorn's default worker timeout is 30 s).
+MAX_WORST_CASE_SECONDS = 25.0
+
+
+@register("keyrunes")
+def check_client_limits(
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """``DEADLINE``, ``MAX_RESPONSE_BYTES``, the breaker settings, and one call's worst case."""
+    from keyrunes_django.breaker import breaker_config
+    from keyrunes_django.client import (
+        normalise_deadline,
+        normalise_max_bytes,
+        worst_case_seconds,
+    )
+
+    user = getattr(settings, "KEYRUNES", None) or {}
+    if not isinstance(user, Mapping):
+        return []  # E012, from check_settings
+
+    def get(key: str) -> Any:
+        return user.get(key, DEFAULTS[key])
+
+    messages: list[CheckMessage] = []
+    for check_id, validate, key in (
+        ("E040", normalise_deadline, "DEADLINE"),
+        ("E041", normalise_max_bytes, "MAX_RESPONSE_BYTES"),
+        ("E042", lambda _: breaker_config(user), "BREAKER_*"),
+    ):
+        try:
+            validate(get(key) if key in DEFAULTS else None)
+        except ImproperlyConfigured as exc:
+            messages.append(Error(str(exc), id=_ID + check_id))
+    if messages:
+        return messages
+    try:
+        worst = worst_case_seconds(get("TIMEOUT"), get("RETRIES"), get("BACKOFF"), get("DEADLINE"))
+    except (ImproperlyConfigured, TypeError, ValueError):
+        return []  # E003/E008 report the bad value
+    if worst > MAX_WORST_CASE_SECONDS:
+        return [
+            Warning(
+                f"One call to Keyrunes can take up to {worst:.1f} s (TIMEOUT x (1 + RETRIES) "
+                f"+ back-off, capped by DEADLINE = {get('DEADLINE')!r}).",
+                hint=f"Keep it under {MAX_WORST_CASE_SECONDS:.0f} s: a worker server such as "
+                "gunicorn kills a request at 30 s. Lower DEADLINE (default 5 s).",
+                id=_ID + "W040",
+            )
+        ]
+    return []
