@@ -737,7 +737,8 @@ class KeyrunesClient:
             ) from exc
         finally:
             _BUDGET.reset(token)
-        response.keyrunes_deadline = call.deadline  # type: ignore[attr-defined]
+        # iter_body reads a streamed body later, under this call's deadline.
+        response.keyrunes_deadline = (call.deadline, call.seconds)  # type: ignore[attr-defined]
         if not (call.stream and call.accepts(response.status_code)):
             self._read_body(response, call)
         logger.debug(
@@ -778,12 +779,12 @@ class KeyrunesClient:
         :class:`KeyrunesUnavailable` when the connection breaks or the deadline
         passes. Close the response when done (``with response:``).
         """
-        deadline = getattr(response, "keyrunes_deadline", None)
+        deadline, seconds = getattr(response, "keyrunes_deadline", (math.inf, math.inf))
         call = _Call(
             method=response.request.method or "GET",
             path=response.request.path_url,
-            seconds=self.deadline,
-            deadline=deadline if deadline is not None else math.inf,
+            seconds=seconds,
+            deadline=deadline,
             max_bytes=max_bytes if max_bytes is not None else 0,
             stream=True,
             accept_status=frozenset(),
