@@ -468,6 +468,7 @@ class _Call:
     max_bytes: int
     stream: bool
     accept_status: frozenset[int]
+    no_retry_status: frozenset[int] = frozenset()
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -637,48 +638,62 @@ class KeyrunesClient:
         applied only if given there) and close it. Pass a longer ``deadline``
         (seconds) for a large listing: it bounds the body read too.
         """
-        method = method.upper()
         seconds = self.deadline if deadline is None else normalise_deadline(deadline)
         call = _Call(
-            method=method,
+            method=method.upper(),
             path=path,
             seconds=seconds,
             deadline=time.monotonic() + seconds,
             max_bytes=self.max_response_bytes if max_bytes is None else int(max_bytes),
             stream=stream,
             accept_status=accept_status,
+            no_retry_status=no_retry_status,
         )
         if retry is None:
-            retry = method in IDEMPOTENT_METHODS
+            retry = call.method in IDEMPOTENT_METHODS
         attempts = 1 + (self.retries if retry else 0)
         clean_params = {k: v for k, v in (params or {}).items() if v is not None} or None
         breaker = self.breaker
         for attempt in range(attempts):
-            permit = breaker.acquire(call.remaining())
             try:
-                response = self._send(call, dict(headers or {}), json, clean_params)
+                return self._attempt(call, breaker, dict(headers or {}), json, clean_params)
             except _Outage as outage:
-                permit.failed()
                 self._retry_or_raise(call, breaker, attempt, attempts, outage)
-                continue
-            except KeyrunesProtocolError:
-                permit.succeeded()  # the server answered, wrongly but promptly
-                raise
-            except BaseException:
-                permit.release()
-                raise
-            status = response.status_code
-            outage_status = _is_outage(status) and status not in no_retry_status
-            permit.failed() if outage_status else permit.succeeded()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(
+        self,
+        call: _Call,
+        breaker: CircuitBreaker,
+        headers: dict[str, str],
+        json: Any,
+        params: Mapping[str, Any] | None,
+    ) -> requests.Response:
+        """One attempt with the breaker's leave; :class:`_Outage` when worth retrying."""
+        permit = breaker.acquire(call.remaining())
+        try:
+            response = self._send(call, headers, json, params)
+        except _Outage:
+            permit.failed()
+            raise
+        except KeyrunesProtocolError:
+            permit.succeeded()  # the server answered, wrongly but promptly
+            raise
+        except BaseException:
+            permit.release()
+            raise
+        status = response.status_code
+        if _is_outage(status) and status not in call.no_retry_status:
+            permit.failed()
             if call.accepts(status):
                 return response
-            if outage_status:
-                error = self._error_for(response)
-                assert isinstance(error, KeyrunesUnavailable)
-                self._retry_or_raise(call, breaker, attempt, attempts, _Outage(error, response))
-                continue
-            raise self._error_for(response)
-        raise AssertionError("unreachable")  # pragma: no cover
+            error = self._error_for(response)
+            assert isinstance(error, KeyrunesUnavailable)
+            raise _Outage(error, response)
+        permit.succeeded()
+        if call.accepts(status):
+            return response
+        raise self._error_for(response)
 
     def _retry_or_raise(
         self,

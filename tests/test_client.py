@@ -22,6 +22,7 @@ from django.test import override_settings
 from responses import matchers
 
 from keyrunes_django import client as client_module
+from keyrunes_django.checks import check_client_limits
 from keyrunes_django.client import (
     MAX_JSON_DEPTH,
     KeyrunesClient,
@@ -1691,3 +1692,39 @@ def test_worst_case_seconds() -> None:
     assert worst_case_seconds((3.05, 10.0), 2, 0.25, 5.0) == 5.0
     assert worst_case_seconds(1, 0, 0.0, 60.0) == 2.0
     assert worst_case_seconds(1, 10**9, 1.0, 30.0) == 30.0  # stops adding at the cap
+
+
+def limit_ids(**keyrunes: Any) -> list[str]:
+    with override_settings(KEYRUNES={"BASE_URL": BASE, **keyrunes}):
+        return [m.id or "" for m in check_client_limits()]
+
+
+def test_client_limit_checks() -> None:
+    assert limit_ids() == []
+    for bad in (0, -1, "5", None, float("inf")):
+        assert limit_ids(DEADLINE=bad) == ["keyrunes_django.E040"]
+    for bad in (0, 1.5, "1"):
+        assert limit_ids(MAX_RESPONSE_BYTES=bad) == ["keyrunes_django.E041"]
+    assert limit_ids(DEADLINE=0, MAX_RESPONSE_BYTES=0, BREAKER_FAILURES=-1) == [
+        "keyrunes_django.E040",
+        "keyrunes_django.E041",
+        "keyrunes_django.E042",
+    ]
+
+
+def test_w040_worst_case_over_25_seconds() -> None:
+    # Today's defaults without a deadline: 3 x 13.05 s + back-off = 39.9 s.
+    assert limit_ids(DEADLINE=60) == ["keyrunes_django.W040"]
+    with override_settings(KEYRUNES={"BASE_URL": BASE, "DEADLINE": 60}):
+        (warning,) = check_client_limits()
+    assert "39.9 s" in warning.msg
+    assert limit_ids(DEADLINE=25) == []  # the deadline caps it
+    assert limit_ids(DEADLINE=60, TIMEOUT=2, RETRIES=1) == []  # 8.25 s
+    assert limit_ids(DEADLINE=60, RETRIES=0) == []  # 13.05 s
+    assert limit_ids(DEADLINE=60, TIMEOUT=None) == []  # E003 reports it
+    assert limit_ids(DEADLINE=60, RETRIES="x") == []  # E008 reports it
+
+
+def test_client_limit_checks_skip_a_non_dict() -> None:
+    with override_settings(KEYRUNES=["BASE_URL"]):
+        assert check_client_limits() == []
