@@ -13,7 +13,7 @@ import requests
 import responses
 from django.core import checks as django_checks
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from keyrunes_django import breaker as breaker_module
@@ -482,6 +482,16 @@ def test_keyrunes_check_prints_the_state() -> None:
         assert "OK   breaker: closed (0 consecutive failure(s))" in run()
         fail(get_breaker(), 5)
         assert "WARN breaker: open: calls to Keyrunes refused for 10 s more" in run()
+
+
+def test_keyrunes_check_reports_bad_breaker_settings() -> None:
+    out = io.StringIO()
+    with (
+        override_settings(KEYRUNES={"BASE_URL": BASE, "BREAKER_COOLDOWN": 0}),
+        pytest.raises(CommandError),
+    ):
+        call_command("keyrunes_check", "--dry-run", stdout=out, stderr=io.StringIO())
+    assert "BREAKER_COOLDOWN" in out.getvalue()
 
 
 def test_checks_registered_with_django() -> None:

@@ -135,9 +135,15 @@ class Command(KeyrunesCommand):
         return True
 
     def check_breaker(self) -> None:
+        from django.core.exceptions import ImproperlyConfigured
+
         from keyrunes_django.breaker import CLOSED, get_breaker
 
-        breaker = get_breaker()
+        try:
+            breaker = get_breaker()
+        except ImproperlyConfigured as exc:
+            self.report(FAIL, "breaker", str(exc))
+            return
         if breaker.state == CLOSED:
             self.report(OK, "breaker", f"closed ({breaker.failures} consecutive failure(s))")
         else:
