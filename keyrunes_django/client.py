@@ -388,10 +388,8 @@ def _validation_summary(exc: PydanticValidationError) -> str:
     return "; ".join(parts)
 
 
-def _body_text(response: requests.Response, limit: int | None = None) -> str:
+def _body_text(response: requests.Response) -> str:
     raw = response.content or b""
-    if limit is not None:
-        raw = raw[:limit]
     try:
         return raw.decode(response.encoding or "utf-8", errors="replace")
     except LookupError:  # the server named a charset Python does not know

@@ -1728,3 +1728,28 @@ def test_w040_worst_case_over_25_seconds() -> None:
 def test_client_limit_checks_skip_a_non_dict() -> None:
     with override_settings(KEYRUNES=["BASE_URL"]):
         assert check_client_limits() == []
+
+
+def test_adapter_reads_under_the_deadline_through_a_proxy_too() -> None:
+    adapter = client_module.DeadlineAdapter()
+    manager = adapter.proxy_manager_for("http://proxy.example:3128")
+    assert manager.pool_classes_by_scheme["https"] is client_module._HTTPSConnectionPool
+    assert adapter.poolmanager.pool_classes_by_scheme["http"] is client_module._HTTPConnectionPool
+
+
+def test_deadline_reader_passes_fileno_and_close_through() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        budget = client_module._Budget(time.monotonic() + 5, 1.0)
+        reader = client_module._DeadlineReader(left, left.makefile("rb", buffering=0), budget)
+        assert reader.fileno() == left.fileno()
+        right.sendall(b"ok")
+        assert reader.read(2) == b"ok"
+        reader.close()
+        reader.close()
+        assert reader.closed
+        expired = client_module._Budget(time.monotonic() - 1, 1.0)
+        late = client_module._DeadlineReader(left, left.makefile("rb", buffering=0), expired)
+        with pytest.raises(TimeoutError):
+            late.read(1)
+        late.close()
