@@ -642,7 +642,9 @@ class KeyrunesClient:
             path=path,
             seconds=seconds,
             deadline=time.monotonic() + seconds,
-            max_bytes=self.max_response_bytes if max_bytes is None else int(max_bytes),
+            max_bytes=(
+                self.max_response_bytes if max_bytes is None else normalise_max_bytes(max_bytes)
+            ),
             stream=stream,
             accept_status=accept_status,
             no_retry_status=no_retry_status,
