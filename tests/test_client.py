@@ -1363,7 +1363,7 @@ def test_dripped_body_is_cut_off_at_the_deadline() -> None:
         with pytest.raises(KeyrunesUnavailable, match="deadline"):
             client.me(TOKEN)
         elapsed = time.monotonic() - started
-    assert 0.9 < elapsed < 1.5
+    assert 0.9 < elapsed < 1.7
     assert server.requests == 1  # no time was left to retry
 
 
@@ -1379,7 +1379,7 @@ def test_dripped_headers_are_cut_off_at_the_deadline() -> None:
         with pytest.raises(KeyrunesUnavailable, match="deadline"):
             client.me(TOKEN)
         elapsed = time.monotonic() - started
-    assert elapsed < 1.3
+    assert elapsed < 1.5
 
 
 def test_retries_and_backoff_stay_inside_the_deadline() -> None:
@@ -1392,7 +1392,7 @@ def test_retries_and_backoff_stay_inside_the_deadline() -> None:
         with pytest.raises(KeyrunesUnavailable):
             client.me(TOKEN)
         elapsed = time.monotonic() - started
-    assert elapsed < 1.3
+    assert elapsed < 1.5
     assert 2 <= server.requests <= 3  # 0.4 s reads: the sixth attempt never starts
 
 
@@ -1623,7 +1623,7 @@ def test_streamed_body_stays_under_the_call_deadline() -> None:
         with response, pytest.raises(KeyrunesUnavailable, match=r"0\.5 s deadline"):
             for _ in client.iter_body(response):
                 pass
-    assert time.monotonic() - started < 0.9
+    assert time.monotonic() - started < 1.2
 
 
 # ------------------------------------------------------------------ nested JSON
