@@ -94,7 +94,9 @@ def identity_from_login(response: AuthResponse) -> VerifiedIdentity:
     if claims.user_id != user.user_id or claims.namespace != user.namespace:
         raise KeyrunesProtocolError("Keyrunes returned a login token for another user.")
     identity = user.to_identity(source="login")
-    return dataclasses.replace(identity, expires_at=claims.expires_at, issued_at=claims.issued_at)
+    return dataclasses.replace(
+        identity, expires_at=claims.expires_at, issued_at=claims.issued_at
+    )
 
 
 class KeyrunesBackend(ModelBackend):

@@ -36,7 +36,7 @@ the first unknown key) so that one run reports every problem.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -317,13 +317,14 @@ def check_client_limits(
         return user.get(key, DEFAULTS[key])
 
     messages: list[CheckMessage] = []
-    for check_id, validate, key in (
-        ("E040", normalise_deadline, "DEADLINE"),
-        ("E041", normalise_max_bytes, "MAX_RESPONSE_BYTES"),
-        ("E042", lambda _: breaker_config(user), "BREAKER_*"),
-    ):
+    checks: tuple[tuple[str, Callable[[], object]], ...] = (
+        ("E040", lambda: normalise_deadline(get("DEADLINE"))),
+        ("E041", lambda: normalise_max_bytes(get("MAX_RESPONSE_BYTES"))),
+        ("E042", lambda: breaker_config(user)),
+    )
+    for check_id, validate in checks:
         try:
-            validate(get(key) if key in DEFAULTS else None)
+            validate()
         except ImproperlyConfigured as exc:
             messages.append(Error(str(exc), id=_ID + check_id))
     if messages:
