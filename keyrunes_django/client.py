@@ -6,22 +6,26 @@ caller's token: each takes it as an argument.
 
 Error mapping (every failure derives from :class:`KeyrunesError`):
 
-============================================  =====================================
-what happened                                  raised
-============================================  =====================================
-401                                            :class:`AuthenticationFailed`
-403                                            :class:`PermissionDenied`
-404                                            :class:`NotFound`
-400, 422                                       :class:`ValidationFailed`
-other 4xx (405, 413, 415, ...)                 :class:`KeyrunesHTTPError`
-connect error, timeout, 5xx/429 after retries  :class:`KeyrunesUnavailable`
-500 from ``GET /api/verify-org-key``           :class:`VerifyOrgKeyDefect`
-HTML, truncated JSON, wrong types, redirects   :class:`KeyrunesProtocolError`
-============================================  =====================================
+==============================================  =====================================
+what happened                                    raised
+==============================================  =====================================
+401                                              :class:`AuthenticationFailed`
+403                                              :class:`PermissionDenied`
+404                                              :class:`NotFound`
+400, 422                                         :class:`ValidationFailed`
+other 4xx (405, 413, 415, ...)                   :class:`KeyrunesHTTPError`
+connect error, timeout, 5xx/429 after retries    :class:`KeyrunesUnavailable`
+deadline missed                                  :class:`KeyrunesUnavailable`
+circuit breaker open (no request sent)           :class:`CircuitOpen`
+500 from ``GET /api/verify-org-key``             :class:`VerifyOrgKeyDefect`
+HTML, truncated JSON, wrong types, redirects     :class:`KeyrunesProtocolError`
+body over the size limit, JSON nested too deep   :class:`KeyrunesProtocolError`
+==============================================  =====================================
 
 The exception's ``message`` is the server's own reason: ``message`` of an
-ErrorResponse body, else its ``error``, else the plain-text body (contract
-§1.4, §12.7). ``status_code`` carries the HTTP status when there was one.
+ErrorResponse body, else its ``error``, else the plain-text body.
+``status_code`` carries the HTTP status when there was one; ``retry_after``
+(on :class:`KeyrunesUnavailable`) the seconds to wait when known.
 
 Time: every call has one overall deadline (``DEADLINE`` seconds, measured on
 a monotonic clock from the start of the call) that covers connecting, sending,
@@ -162,10 +166,11 @@ Timeout = float | int | tuple[float, float] | list[float]
 class VerifyOrgKeyDefect(KeyrunesUnavailable):
     """``GET /api/verify-org-key`` answered 500.
 
-    This server version answers 500 to every *valid* key on that route
-    (contract §3.4); an invalid key still gets 401. The request-auth layer
-    catches this class (``status_code`` is 500) and falls back to probing
-    ``POST /api/check-permission`` (§12.4). It is never retried.
+    This server version answers 500 to every *valid* key on that route; an
+    invalid key still gets 401. The request-auth layer catches this class
+    (``status_code`` is 500) and falls back to probing
+    ``POST /api/check-permission``. It is never retried, and the circuit
+    breaker does not count it as a failure.
     """
 
 
@@ -1013,7 +1018,7 @@ class KeyrunesClient:
 
         401 -> :class:`AuthenticationFailed` (invalid key); 500 ->
         :class:`VerifyOrgKeyDefect` at once, without retries (this server
-        version's defect for a valid key, contract §3.4).
+        version's defect for a valid key; not a failure for the breaker).
         """
         headers = self._org_key(org_key)
         try:
