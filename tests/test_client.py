@@ -22,6 +22,7 @@ from django.test import override_settings
 from responses import matchers
 
 from keyrunes_django import client as client_module
+from keyrunes_django.breaker import get_breaker
 from keyrunes_django.checks import check_client_limits
 from keyrunes_django.client import (
     MAX_JSON_DEPTH,
@@ -1365,6 +1366,7 @@ def test_dripped_body_is_cut_off_at_the_deadline() -> None:
         elapsed = time.monotonic() - started
     assert 0.9 < elapsed < 1.7
     assert server.requests == 1  # no time was left to retry
+    assert get_breaker().failures == 1  # a missed deadline is a failure
 
 
 def test_dripped_headers_are_cut_off_at_the_deadline() -> None:
