@@ -30,6 +30,10 @@ keyrunes_django.W030   signed-cookie sessions would carry the user's Keyrunes to
 keyrunes_django.W031   organization keys are refused: the service's organization is unknown
 keyrunes_django.E080   ``STATELESS_USERS`` is not True or False
 keyrunes_django.E081   ``API_PATH_PREFIXES`` is not a path or a list of paths
+keyrunes_django.E040   ``DEADLINE`` is not a positive number
+keyrunes_django.E041   ``MAX_RESPONSE_BYTES`` is not a positive integer
+keyrunes_django.E042   ``BREAKER_FAILURES``/``BREAKER_COOLDOWN`` out of range
+keyrunes_django.W040   one call's worst case (retries, timeouts, back-off, deadline) > 25 s
 =====================  ===========================================================
 
 Ids are stable; features with their own settings add checks from E020 on.
@@ -40,13 +44,14 @@ the first unknown key) so that one run reports every problem.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from keyrunes_django.conf import DEFAULTS, IMPORT_STRINGS, MIN_SECRET_BYTES, REMOVED_SETTINGS
@@ -120,13 +125,11 @@ def _check_base_url(value: Any) -> list[CheckMessage]:
 
 
 def _check_timeout(value: Any) -> list[CheckMessage]:
-    if _is_number(value):
-        pair: tuple[Any, ...] = (value,)
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        pair = tuple(value)
-    else:
-        pair = ()
-    if not pair or not all(_is_number(v) and v > 0 for v in pair):
+    from keyrunes_django.client import normalise_timeout
+
+    try:
+        normalise_timeout(value)
+    except ImproperlyConfigured:
         return [
             Error(
                 f"KEYRUNES['TIMEOUT'] = {value!r} is not a positive number "
@@ -465,3 +468,60 @@ def check_access_settings(
             )
         )
     return messages
+
+
+#: A call that can run longer than this risks the worker being killed
+#: mid-request (gunicorn's default worker timeout is 30 s).
+MAX_WORST_CASE_SECONDS = 25.0
+
+
+@register("keyrunes")
+def check_client_limits(
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """``DEADLINE``, ``MAX_RESPONSE_BYTES``, the breaker settings, and one call's worst case."""
+    from keyrunes_django.breaker import breaker_config
+    from keyrunes_django.client import (
+        normalise_deadline,
+        normalise_max_bytes,
+        worst_case_seconds,
+    )
+
+    user = getattr(settings, "KEYRUNES", None) or {}
+    if not isinstance(user, Mapping):
+        return []  # E012, from check_settings
+
+    def get(key: str) -> Any:
+        return user.get(key, DEFAULTS[key])
+
+    messages: list[CheckMessage] = []
+    checks: tuple[tuple[str, Callable[[], object]], ...] = (
+        ("E040", lambda: normalise_deadline(get("DEADLINE"))),
+        ("E041", lambda: normalise_max_bytes(get("MAX_RESPONSE_BYTES"))),
+        ("E042", lambda: breaker_config(user)),
+    )
+    for check_id, validate in checks:
+        try:
+            validate()
+        except ImproperlyConfigured as exc:
+            messages.append(Error(str(exc), id=_ID + check_id))
+    if messages:
+        return messages
+    try:
+        worst = worst_case_seconds(get("TIMEOUT"), get("RETRIES"), get("BACKOFF"), get("DEADLINE"))
+    except (ImproperlyConfigured, TypeError, ValueError):
+        return []  # E003/E008 report the bad value
+    if worst > MAX_WORST_CASE_SECONDS:
+        return [
+            Warning(
+                f"One call to Keyrunes can take up to {worst:.1f} s (TIMEOUT x (1 + RETRIES) "
+                f"+ back-off, capped by DEADLINE = {get('DEADLINE')!r}).",
+                hint=f"Keep it under {MAX_WORST_CASE_SECONDS:.0f} s: a worker server such as "
+                "gunicorn kills a request at 30 s. Lower DEADLINE (default 5 s).",
+                id=_ID + "W040",
+            )
+        ]
+    return []

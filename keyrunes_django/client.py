@@ -6,28 +6,51 @@ caller's token: each takes it as an argument.
 
 Error mapping (every failure derives from :class:`KeyrunesError`):
 
-============================================  =====================================
-what happened                                  raised
-============================================  =====================================
-401                                            :class:`AuthenticationFailed`
-403                                            :class:`PermissionDenied`
-404                                            :class:`NotFound`
-400, 422                                       :class:`ValidationFailed`
-other 4xx (405, 413, 415, ...)                 :class:`KeyrunesHTTPError`
-connect error, timeout, 5xx/429 after retries  :class:`KeyrunesUnavailable`
-500 from ``GET /api/verify-org-key``           :class:`VerifyOrgKeyDefect`
-HTML, truncated JSON, wrong types, redirects   :class:`KeyrunesProtocolError`
-============================================  =====================================
+==============================================  =====================================
+what happened                                    raised
+==============================================  =====================================
+401                                              :class:`AuthenticationFailed`
+403                                              :class:`PermissionDenied`
+404                                              :class:`NotFound`
+400, 422                                         :class:`ValidationFailed`
+other 4xx (405, 413, 415, ...)                   :class:`KeyrunesHTTPError`
+connect error, timeout, 5xx/429 after retries    :class:`KeyrunesUnavailable`
+deadline missed                                  :class:`KeyrunesUnavailable`
+circuit breaker open (no request sent)           :class:`CircuitOpen`
+500 from ``GET /api/verify-org-key``             :class:`VerifyOrgKeyDefect`
+HTML, truncated JSON, wrong types, redirects     :class:`KeyrunesProtocolError`
+body over the size limit, JSON nested too deep   :class:`KeyrunesProtocolError`
+==============================================  =====================================
 
 The exception's ``message`` is the server's own reason: ``message`` of an
-ErrorResponse body, else its ``error``, else the plain-text body (contract
-§1.4, §12.7). ``status_code`` carries the HTTP status when there was one.
+ErrorResponse body, else its ``error``, else the plain-text body.
+``status_code`` carries the HTTP status when there was one; ``retry_after``
+(on :class:`KeyrunesUnavailable`) the seconds to wait when known.
+
+Time: every call has one overall deadline (``DEADLINE`` seconds, measured on
+a monotonic clock from the start of the call) that covers connecting, sending,
+reading the headers and the whole body, every retry and every back-off sleep.
+``TIMEOUT`` still bounds each socket operation (one connect, one ``recv``);
+before each ``recv`` the socket's timeout is lowered to what is left of the
+deadline, so an answer dripped a byte at a time is cut off at the deadline. A
+missed deadline is :class:`KeyrunesUnavailable`.
 
 Retries: only idempotent methods (GET, HEAD, PUT, DELETE, OPTIONS) are
 retried, on connection errors, timeouts, 5xx and 429, at most ``retries``
 times with exponential backoff (``backoff * 2**attempt``; a ``Retry-After``
-header is honoured up to ``max_retry_after`` seconds). POST and PATCH — login
-included — are sent exactly once.
+header is honoured up to ``max_retry_after`` seconds), only while the circuit
+breaker (:mod:`keyrunes_django.breaker`) is closed, and never when the wait
+would reach past the deadline. POST and PATCH — login included — are sent
+exactly once.
+
+Size: a body is read in chunks after decompression and refused with
+:class:`KeyrunesProtocolError` once it passes ``MAX_RESPONSE_BYTES`` (or a
+call's ``max_bytes``), so neither a huge body nor a gzip bomb is ever held in
+memory. JSON nested deeper than :data:`MAX_JSON_DEPTH` is a
+:class:`KeyrunesProtocolError` too, wherever it appears (answer or error body).
+
+Circuit breaker: every attempt asks the process-wide breaker first; while it
+is open the call fails at once with :class:`CircuitOpen` (no request sent).
 
 Nothing here logs a token, key or password: log lines carry method, path,
 status and duration only.
@@ -36,22 +59,34 @@ status and duration only.
 from __future__ import annotations
 
 import email.utils
+import http.client
+import io
+import json as jsonlib
 import logging
+import math
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import requests
+import urllib3
+import urllib3.connection
 from django.core.exceptions import ImproperlyConfigured
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from requests.adapters import HTTPAdapter
 
 from keyrunes_django import __version__
+from keyrunes_django.breaker import CLOSED, CircuitBreaker, get_breaker, reset_breaker
 from keyrunes_django.exceptions import (
     AuthenticationFailed,
+    CircuitOpen,
+    KeyrunesError,
     KeyrunesHTTPError,
     KeyrunesProtocolError,
     KeyrunesUnavailable,
@@ -97,7 +132,18 @@ from keyrunes_django.schemas import (
     User,
 )
 
-__all__ = ["KeyrunesClient", "VerifyOrgKeyDefect", "get_client", "reset_client"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "CircuitOpen",
+    "KeyrunesClient",
+    "VerifyOrgKeyDefect",
+    "get_client",
+    "load_json",
+    "normalise_deadline",
+    "normalise_timeout",
+    "reset_client",
+    "worst_case_seconds",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +152,13 @@ M = TypeVar("M", bound=BaseModel)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
 DEFAULT_MAX_RETRY_AFTER = 5.0
+DEFAULT_DEADLINE = 5.0
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
+#: JSON nested deeper than this is refused: nothing Keyrunes sends comes close,
+#: and deep values break code that walks them recursively.
+MAX_JSON_DEPTH = 64
 _MAX_ERROR_TEXT = 500
+_CHUNK_BYTES = 64 * 1024
 
 Timeout = float | int | tuple[float, float] | list[float]
 
@@ -114,14 +166,16 @@ Timeout = float | int | tuple[float, float] | list[float]
 class VerifyOrgKeyDefect(KeyrunesUnavailable):
     """``GET /api/verify-org-key`` answered 500.
 
-    This server version answers 500 to every *valid* key on that route
-    (contract §3.4); an invalid key still gets 401. The request-auth layer
-    catches this class (``status_code`` is 500) and falls back to probing
-    ``POST /api/check-permission`` (§12.4). It is never retried.
+    This server version answers 500 to every *valid* key on that route; an
+    invalid key still gets 401. The request-auth layer catches this class
+    (``status_code`` is 500) and falls back to probing
+    ``POST /api/check-permission``. It is never retried, and the circuit
+    breaker does not count it as a failure.
     """
 
 
-def _normalise_timeout(timeout: Timeout | None) -> tuple[float, float]:
+def normalise_timeout(timeout: Timeout | None) -> tuple[float, float]:
+    """``TIMEOUT`` as a (connect, read) pair; ImproperlyConfigured when it is not valid."""
     if timeout is None:
         raise ImproperlyConfigured("The Keyrunes client timeout must not be None.")
     if isinstance(timeout, bool):
@@ -137,11 +191,197 @@ def _normalise_timeout(timeout: Timeout | None) -> tuple[float, float]:
             ) from None
         pair = (connect, read)
     for value in pair:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        if not _is_positive_number(value):
             raise ImproperlyConfigured(
                 f"The Keyrunes client timeout must be positive numbers, got {timeout!r}."
             )
     return (float(pair[0]), float(pair[1]))
+
+
+def _is_positive_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value > 0
+        and math.isfinite(value)
+    )
+
+
+def normalise_deadline(deadline: Any) -> float:
+    """``DEADLINE`` in seconds; ImproperlyConfigured unless a positive finite number."""
+    if not _is_positive_number(deadline):
+        raise ImproperlyConfigured(
+            f"KEYRUNES['DEADLINE'] = {deadline!r} must be a positive number of seconds."
+        )
+    return float(deadline)
+
+
+def normalise_max_bytes(max_bytes: Any) -> int:
+    """``MAX_RESPONSE_BYTES``; ImproperlyConfigured unless a positive integer."""
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ImproperlyConfigured(
+            f"KEYRUNES['MAX_RESPONSE_BYTES'] = {max_bytes!r} must be a positive integer."
+        )
+    return max_bytes
+
+
+def worst_case_seconds(
+    timeout: Timeout,
+    retries: int,
+    backoff: float,
+    deadline: float,
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+) -> float:
+    """The longest one idempotent call can take with these settings.
+
+    Every attempt spending its whole connect and read timeouts, plus the
+    back-off between attempts, capped by the deadline.
+    """
+    connect, read = normalise_timeout(timeout)
+    limit = normalise_deadline(deadline)
+    cap = max(max_retry_after, backoff)
+    total = connect + read
+    for attempt in range(max(0, retries)):
+        if total >= limit:
+            break
+        total += min(backoff * 2.0 ** min(attempt, 64), cap) + connect + read
+    return min(total, limit)
+
+
+class _TooDeep(ValueError):
+    pass
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    # Iterative, so a deep value cannot exhaust the interpreter's stack here.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def load_json(data: bytes | str) -> Any:
+    """Parse a JSON document from Keyrunes.
+
+    Raises ValueError when it is not JSON, and its subclass for JSON nested
+    deeper than :data:`MAX_JSON_DEPTH` (which may also be too deep for the
+    parser itself: that RecursionError never escapes).
+    """
+    try:
+        value = jsonlib.loads(data)
+    except RecursionError:
+        raise _TooDeep("JSON nested too deeply") from None
+    if isinstance(value, (dict, list)) and _nesting_exceeds(value, MAX_JSON_DEPTH):
+        raise _TooDeep(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+# ---------------------------------------------------------------------- deadline at the socket
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """What one call may still spend: its deadline and the per-recv read timeout."""
+
+    deadline: float  # a time.monotonic() value
+    read_timeout: float
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+# Set around each request so the connection reading the answer knows the
+# deadline of the call it belongs to.
+_BUDGET: ContextVar[_Budget | None] = ContextVar("keyrunes_call_budget", default=None)
+
+
+class _DeadlineReached(TimeoutError):
+    """Raised from a socket read once the call's deadline has passed."""
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket reader that never waits past its call's deadline.
+
+    Before each ``recv`` the socket timeout becomes the smaller of the read
+    timeout and what is left of the deadline; so a status line, headers or
+    body dripped a byte at a time end at the deadline, not after
+    ``read timeout x bytes``.
+    """
+
+    def __init__(self, sock: socket.socket, raw: Any, budget: _Budget) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = raw
+        self._budget = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        remaining = self._budget.remaining()
+        if remaining <= 0:
+            raise _DeadlineReached("the Keyrunes call deadline has passed")
+        self._sock.settimeout(min(self._budget.read_timeout, remaining))
+        result: int | None = self._raw.readinto(buffer)
+        return result
+
+    def fileno(self) -> int:
+        return int(self._raw.fileno())
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineHTTPResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        budget = _BUDGET.get()
+        if budget is not None:
+            # Nothing has been read yet; detach keeps the socket file open.
+            raw = self.fp.detach()
+            self.fp = io.BufferedReader(_DeadlineReader(sock, raw, budget))
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    response_class = _DeadlineHTTPResponse
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    response_class = _DeadlineHTTPResponse
+
+
+class _HTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOL_CLASSES: dict[str, type[urllib3.HTTPConnectionPool]] = {
+    "http": _HTTPConnectionPool,
+    "https": _HTTPSConnectionPool,
+}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """A requests adapter whose connections read under the calling request's deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOL_CLASSES)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = dict(_POOL_CLASSES)
+        return manager
 
 
 def _validation_summary(exc: PydanticValidationError) -> str:
@@ -153,12 +393,25 @@ def _validation_summary(exc: PydanticValidationError) -> str:
     return "; ".join(parts)
 
 
+def _body_text(response: requests.Response) -> str:
+    raw = response.content or b""
+    try:
+        return raw.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # the server named a charset Python does not know
+        return raw.decode("utf-8", errors="replace")
+
+
 def _error_message(response: requests.Response) -> tuple[str, Any]:
     """The server's reason for a failed request, and the parsed body."""
-    text = response.text or ""
+    text = _body_text(response)
     body: Any = text
     try:
-        data = response.json()
+        data = load_json(response.content or b"")
+    except _TooDeep as exc:
+        raise KeyrunesProtocolError(
+            f"Keyrunes answered HTTP {response.status_code} with an error body nested too deeply.",
+            status_code=response.status_code,
+        ) from exc
     except ValueError:
         data = None
     if isinstance(data, dict):
@@ -187,16 +440,70 @@ def _retry_after(response: requests.Response) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+def _is_outage(status: int) -> bool:
+    return status >= 500 or status == 429
+
+
+def _too_large(response: requests.Response, limit: int) -> KeyrunesProtocolError:
+    return KeyrunesProtocolError(
+        f"Keyrunes answered with a body larger than {limit} bytes (MAX_RESPONSE_BYTES).",
+        status_code=response.status_code,
+    )
+
+
+class _Outage(Exception):
+    """One attempt failed in a way worth retrying: the error to raise if it is the last."""
+
+    def __init__(self, error: KeyrunesUnavailable, response: requests.Response | None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.response = response
+
+
+@dataclass
+class _Call:
+    """One call to Keyrunes: what it asks for and what it may spend."""
+
+    method: str
+    path: str
+    seconds: float
+    deadline: float  # a time.monotonic() value
+    max_bytes: int
+    stream: bool
+    accept_status: frozenset[int]
+    no_retry_status: frozenset[int] = frozenset()
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def accepts(self, status: int) -> bool:
+        return 200 <= status < 300 or status in self.accept_status
+
+    def missed_deadline(self) -> KeyrunesUnavailable:
+        return KeyrunesUnavailable(
+            f"Keyrunes did not answer {self.method} {self.path} within the "
+            f"{self.seconds:g} s deadline."
+        )
+
+
 class KeyrunesClient:
     """A thread-safe client for one Keyrunes server.
 
     :param base_url: root of the server, e.g. ``https://auth.example.com``.
-    :param timeout: seconds, a number or a ``(connect, read)`` pair; never None.
+    :param timeout: seconds per socket operation, a number or a ``(connect,
+        read)`` pair; never None.
     :param retries: extra attempts for idempotent requests.
     :param backoff: first retry delay in seconds, doubled on each retry.
+    :param deadline: seconds one call may take in all, retries included.
+    :param max_response_bytes: largest body accepted, counted after decompression.
     :param verify_ssl: passed to requests as ``verify`` (a bool or a CA bundle path).
     :param organization_key: default ``X-Organization-Key`` for the org-key routes.
     :param namespace: default namespace for login, register and the password flows.
+    :param breaker: the circuit breaker to consult; None means the process-wide
+        one (:func:`keyrunes_django.breaker.get_breaker`), looked up per call.
+    :param session: a requests session to use instead of the client's own;
+        without the client's adapter, the deadline is then enforced only
+        between socket operations and body chunks.
     """
 
     def __init__(
@@ -206,29 +513,35 @@ class KeyrunesClient:
         timeout: Timeout = DEFAULT_TIMEOUT,
         retries: int = 2,
         backoff: float = 0.25,
+        deadline: float = DEFAULT_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify_ssl: bool | str = True,
         organization_key: str | None = None,
         namespace: str = "public",
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         pool_maxsize: int = 20,
+        breaker: CircuitBreaker | None = None,
         session: requests.Session | None = None,
     ) -> None:
         if not base_url or not isinstance(base_url, str):
             raise ImproperlyConfigured("KeyrunesClient needs a base_url.")
         self.base_url = base_url.rstrip("/")
-        self.timeout = _normalise_timeout(timeout)
+        self.timeout = normalise_timeout(timeout)
         self.retries = max(0, int(retries))
         self.backoff = max(0.0, float(backoff))
+        self.deadline = normalise_deadline(deadline)
+        self.max_response_bytes = normalise_max_bytes(max_response_bytes)
         self.max_retry_after = max(0.0, float(max_retry_after))
         self.verify_ssl = verify_ssl
         self.organization_key = organization_key
         self.namespace = namespace
+        self._own_breaker = breaker
         # Overridable in tests so backoff can be observed without sleeping.
         self.sleep: Callable[[float], None] = time.sleep
         if session is None:
             session = requests.Session()
             # Retries are ours (they must know the route); urllib3 makes none.
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
+            adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         session.headers.update(
@@ -252,10 +565,17 @@ class KeyrunesClient:
             timeout=s.raw("TIMEOUT"),
             retries=int(s.RETRIES),
             backoff=float(s.BACKOFF),
+            deadline=s.DEADLINE,
+            max_response_bytes=s.MAX_RESPONSE_BYTES,
             verify_ssl=s.VERIFY_SSL,
             organization_key=s.ORGANIZATION_KEY,
             namespace=str(s.NAMESPACE),
         )
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker this client's calls go through."""
+        return self._own_breaker if self._own_breaker is not None else get_breaker()
 
     def close(self) -> None:
         self.session.close()
@@ -286,7 +606,7 @@ class KeyrunesClient:
         return {"X-Organization-Key": key}
 
     def _delay(self, attempt: int, response: requests.Response | None) -> float:
-        delay = self.backoff * (2.0**attempt)
+        delay = self.backoff * (2.0 ** min(attempt, 64))
         if response is not None:
             hinted = _retry_after(response)
             if hinted is not None:
@@ -304,80 +624,232 @@ class KeyrunesClient:
         retry: bool | None = None,
         accept_status: frozenset[int] = frozenset(),
         no_retry_status: frozenset[int] = frozenset(),
+        stream: bool = False,
+        max_bytes: int | None = None,
+        deadline: float | None = None,
     ) -> requests.Response:
         """Send one request (with retries as allowed) and map failures to exceptions.
 
         Returns the response when its status is 2xx or in ``accept_status``.
+        ``no_retry_status`` are 5xx statuses that are this route's definite
+        answer: neither retried nor counted by the circuit breaker.
+
+        The body is read at once (``response.content``), refused past
+        ``max_bytes`` (default ``MAX_RESPONSE_BYTES``). With ``stream=True`` an
+        accepted response comes back unread: read it with :meth:`iter_body`
+        (decompressed chunks, still under this call's deadline, ``max_bytes``
+        applied only if given there) and close it. Pass a longer ``deadline``
+        (seconds) for a large listing: it bounds the body read too.
         """
-        method = method.upper()
+        seconds = self.deadline if deadline is None else normalise_deadline(deadline)
+        call = _Call(
+            method=method.upper(),
+            path=path,
+            seconds=seconds,
+            deadline=time.monotonic() + seconds,
+            max_bytes=(
+                self.max_response_bytes if max_bytes is None else normalise_max_bytes(max_bytes)
+            ),
+            stream=stream,
+            accept_status=accept_status,
+            no_retry_status=no_retry_status,
+        )
         if retry is None:
-            retry = method in IDEMPOTENT_METHODS
+            retry = call.method in IDEMPOTENT_METHODS
         attempts = 1 + (self.retries if retry else 0)
-        url = self.base_url + path
-        clean_params = {k: v for k, v in (params or {}).items() if v is not None}
+        clean_params = {k: v for k, v in (params or {}).items() if v is not None} or None
+        breaker = self.breaker
         for attempt in range(attempts):
-            last = attempt == attempts - 1
-            started = time.monotonic()
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    headers=dict(headers or {}),
-                    json=json,
-                    params=clean_params or None,
-                    timeout=self.timeout,
-                    verify=self.verify_ssl,
-                    allow_redirects=False,
-                )
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                kind = "timed out" if isinstance(exc, requests.Timeout) else "unreachable"
-                if not last:
-                    delay = self._delay(attempt, None)
-                    logger.warning(
-                        "Keyrunes %s %s %s; retry %d/%d in %.2fs",
-                        method, path, kind, attempt + 1, attempts - 1, delay,
-                    )  # fmt: skip
-                    self.sleep(delay)
-                    continue
-                logger.warning("Keyrunes %s %s %s", method, path, kind)
-                raise KeyrunesUnavailable(f"Keyrunes {kind}: {type(exc).__name__}") from exc
-            except requests.RequestException as exc:
-                raise KeyrunesProtocolError(
-                    f"Request to Keyrunes failed: {type(exc).__name__}"
-                ) from exc
-            status = response.status_code
-            logger.debug(
-                "Keyrunes %s %s -> %d in %.0fms",
-                method, path, status, (time.monotonic() - started) * 1000,
-            )  # fmt: skip
-            if 200 <= status < 300 or status in accept_status:
-                return response
-            transient = status >= 500 or status == 429
-            if transient and not last and status not in no_retry_status:
-                delay = self._delay(attempt, response)
-                logger.warning(
-                    "Keyrunes %s %s -> %d; retry %d/%d in %.2fs",
-                    method, path, status, attempt + 1, attempts - 1, delay,
-                )  # fmt: skip
-                self.sleep(delay)
-                continue
-            self._raise_for(response)
+                return self._attempt(call, breaker, dict(headers or {}), json, clean_params)
+            except _Outage as outage:
+                self._retry_or_raise(call, breaker, attempt, attempts, outage)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _attempt(
+        self,
+        call: _Call,
+        breaker: CircuitBreaker,
+        headers: dict[str, str],
+        json: Any,
+        params: Mapping[str, Any] | None,
+    ) -> requests.Response:
+        """One attempt with the breaker's leave; :class:`_Outage` when worth retrying."""
+        permit = breaker.acquire(call.remaining())
+        try:
+            response = self._send(call, headers, json, params)
+        except _Outage:
+            permit.failed()
+            raise
+        except KeyrunesProtocolError:
+            permit.succeeded()  # the server answered, wrongly but promptly
+            raise
+        except BaseException:
+            permit.release()
+            raise
+        status = response.status_code
+        if _is_outage(status) and status not in call.no_retry_status:
+            permit.failed()
+            if call.accepts(status):
+                return response
+            error = self._error_for(response)
+            assert isinstance(error, KeyrunesUnavailable)
+            raise _Outage(error, response)
+        permit.succeeded()
+        if call.accepts(status):
+            return response
+        raise self._error_for(response)
+
+    def _retry_or_raise(
+        self,
+        call: _Call,
+        breaker: CircuitBreaker,
+        attempt: int,
+        attempts: int,
+        outage: _Outage,
+    ) -> None:
+        """Sleep before the next attempt, or raise the outage's error when there is none."""
+        error = outage.error
+        delay = self._delay(attempt, outage.response)
+        if attempt < attempts - 1 and breaker.state == CLOSED and delay < call.remaining():
+            logger.warning(
+                "Keyrunes %s %s: %s; retry %d/%d in %.2fs",
+                call.method, call.path, error, attempt + 1, attempts - 1, delay,
+            )  # fmt: skip
+            self.sleep(delay)
+            return
+        if error.retry_after is None and breaker.state != CLOSED:
+            error.retry_after = breaker.retry_after()
+        logger.warning("Keyrunes %s %s: %s", call.method, call.path, error)
+        raise error
+
+    def _send(
+        self,
+        call: _Call,
+        headers: dict[str, str],
+        json: Any,
+        params: Mapping[str, Any] | None,
+    ) -> requests.Response:
+        """One attempt: send, and read the body unless the caller streams it."""
+        remaining = call.remaining()
+        if remaining <= 0:
+            raise _Outage(call.missed_deadline(), None)
+        connect, read = self.timeout
+        started = time.monotonic()
+        token = _BUDGET.set(_Budget(call.deadline, read))
+        try:
+            response = self.session.request(
+                call.method,
+                self.base_url + call.path,
+                headers=headers,
+                json=json,
+                params=params,
+                timeout=(min(connect, remaining), min(read, remaining)),
+                verify=self.verify_ssl,
+                allow_redirects=False,
+                stream=True,
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Outage(self._transport_error(call, exc), None) from exc
+        except requests.RequestException as exc:
+            raise KeyrunesProtocolError(
+                f"Request to Keyrunes failed: {type(exc).__name__}"
+            ) from exc
+        finally:
+            _BUDGET.reset(token)
+        # iter_body reads a streamed body later, under this call's deadline.
+        response.keyrunes_deadline = (call.deadline, call.seconds)  # type: ignore[attr-defined]
+        if not (call.stream and call.accepts(response.status_code)):
+            self._read_body(response, call)
+        logger.debug(
+            "Keyrunes %s %s -> %d in %.0fms",
+            call.method, call.path, response.status_code, (time.monotonic() - started) * 1000,
+        )  # fmt: skip
+        return response
+
     @staticmethod
-    def _raise_for(response: requests.Response) -> None:
+    def _transport_error(call: _Call, exc: Exception) -> KeyrunesUnavailable:
+        if call.remaining() <= 0:
+            return call.missed_deadline()
+        kind = "timed out" if isinstance(exc, requests.Timeout) else "unreachable"
+        return KeyrunesUnavailable(f"Keyrunes {kind}: {type(exc).__name__}")
+
+    def _read_body(self, response: requests.Response, call: _Call) -> None:
+        """Read the whole body into ``response.content``, within the call's limits."""
+        try:
+            declared = response.headers.get("Content-Length", "").strip()
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
+            plain = encoding in ("", "identity")
+            if plain and declared.isdigit() and int(declared) > call.max_bytes:
+                raise _too_large(response, call.max_bytes)
+            chunks = list(self._chunks(response, call.max_bytes, call))
+            response._content = b"".join(chunks)
+            response._content_consumed = True  # type: ignore[attr-defined]
+        finally:
+            response.close()
+
+    def iter_body(
+        self, response: requests.Response, *, max_bytes: int | None = None
+    ) -> Iterator[bytes]:
+        """The body of a response from ``request(..., stream=True)``, in decompressed chunks.
+
+        Reading stays under the deadline of the call that made the response.
+        Raises :class:`KeyrunesProtocolError` past ``max_bytes`` (None: no
+        limit) or for a body that does not decompress, and
+        :class:`KeyrunesUnavailable` when the connection breaks or the deadline
+        passes. Close the response when done (``with response:``).
+        """
+        deadline, seconds = getattr(response, "keyrunes_deadline", (math.inf, math.inf))
+        call = _Call(
+            method=response.request.method or "GET",
+            path=response.request.path_url,
+            seconds=seconds,
+            deadline=deadline,
+            max_bytes=max_bytes if max_bytes is not None else 0,
+            stream=True,
+            accept_status=frozenset(),
+        )
+        try:
+            yield from self._chunks(response, max_bytes, call)
+        except _Outage as outage:
+            raise outage.error from outage.__cause__
+
+    @staticmethod
+    def _chunks(response: requests.Response, max_bytes: int | None, call: _Call) -> Iterator[bytes]:
+        size = 0
+        try:
+            for chunk in response.iter_content(_CHUNK_BYTES):
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise _too_large(response, max_bytes)
+                if call.remaining() <= 0:
+                    raise _Outage(call.missed_deadline(), None)
+                yield chunk
+        except requests.exceptions.ContentDecodingError as exc:
+            raise KeyrunesProtocolError(
+                "Keyrunes answered with a body that does not decompress.",
+                status_code=response.status_code,
+            ) from exc
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
+            raise _Outage(KeyrunesClient._transport_error(call, exc), None) from exc
+
+    @staticmethod
+    def _error_for(response: requests.Response) -> KeyrunesError:
+        """The exception for an answer that is not accepted."""
         status = response.status_code
         message, body = _error_message(response)
         if 300 <= status < 400:
-            raise KeyrunesProtocolError(
+            return KeyrunesProtocolError(
                 f"Keyrunes answered with a redirect: {message}", status_code=status, body=None
             )
-        if status >= 500 or status == 429:
-            raise KeyrunesUnavailable(message, status_code=status, body=body)
+        if _is_outage(status):
+            return KeyrunesUnavailable(
+                message, status_code=status, body=body, retry_after=_retry_after(response)
+            )
         cls: type[KeyrunesHTTPError] = {
             401: AuthenticationFailed,
             403: PermissionDenied,
@@ -386,16 +858,21 @@ class KeyrunesClient:
             422: ValidationFailed,
         }.get(status, KeyrunesHTTPError)
         if 400 <= status < 500:
-            raise cls(message, status_code=status, body=body)
-        raise KeyrunesProtocolError(  # 1xx and other oddities
+            return cls(message, status_code=status, body=body)
+        return KeyrunesProtocolError(  # 1xx and other oddities
             f"Unexpected HTTP status: {message}", status_code=status, body=body
         )
 
     @staticmethod
     def _json(response: requests.Response) -> Any:
         try:
-            return response.json()
-        except ValueError as exc:  # includes requests' JSONDecodeError
+            return load_json(response.content or b"")
+        except _TooDeep as exc:
+            raise KeyrunesProtocolError(
+                f"Keyrunes answered with JSON nested deeper than {MAX_JSON_DEPTH} levels.",
+                status_code=response.status_code,
+            ) from exc
+        except ValueError as exc:
             ctype = response.headers.get("Content-Type", "?")
             raise KeyrunesProtocolError(
                 f"Keyrunes answered with a body that is not JSON (Content-Type {ctype}).",
@@ -541,7 +1018,7 @@ class KeyrunesClient:
 
         401 -> :class:`AuthenticationFailed` (invalid key); 500 ->
         :class:`VerifyOrgKeyDefect` at once, without retries (this server
-        version's defect for a valid key, contract §3.4).
+        version's defect for a valid key; not a failure for the breaker).
         """
         headers = self._org_key(org_key)
         try:
@@ -782,6 +1259,8 @@ def _settings_fingerprint() -> tuple[Any, ...]:
         repr(s.raw("TIMEOUT")),
         s.RETRIES,
         s.BACKOFF,
+        repr(s.DEADLINE),
+        repr(s.MAX_RESPONSE_BYTES),
         verify if isinstance(verify, (bool, str)) else repr(verify),
         s.ORGANIZATION_KEY,
         s.NAMESPACE,
@@ -799,6 +1278,9 @@ def get_client() -> KeyrunesClient:
         if _client is None or fingerprint != _fingerprint:
             # The old client is not closed: other threads may still be using it.
             _client = KeyrunesClient.from_settings()
+            if _fingerprint is not None:
+                # Another server or other limits: past failures say nothing now.
+                reset_breaker()
             _fingerprint = fingerprint
         return _client
 
@@ -814,6 +1296,7 @@ def reset_client() -> None:
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == "KEYRUNES":
         reset_client()
+        reset_breaker()
 
 
 def _connect_signals() -> None:

@@ -31,9 +31,13 @@ DEFAULTS: dict[str, Any] = {
     # The class that runs the bearer-token / organization-key request path.
     "AUTHENTICATOR_CLASS": "keyrunes_django.tokens.TokenAuthenticator",
     # HTTP behaviour.
-    "TIMEOUT": (3.05, 10.0),  # seconds: a number or (connect, read)
+    "TIMEOUT": (3.05, 10.0),  # seconds per socket operation: a number or (connect, read)
     "RETRIES": 2,
     "BACKOFF": 0.25,
+    "DEADLINE": 5.0,  # seconds for a whole call: connect, reads, retries and back-off
+    "MAX_RESPONSE_BYTES": 1024 * 1024,  # counted after decompression
+    "BREAKER_FAILURES": 5,  # consecutive failures that open the circuit breaker; 0 = off
+    "BREAKER_COOLDOWN": 10.0,  # seconds the breaker stays open before one probe call
     "VERIFY_SSL": True,
     # Caching and outage policy.
     "CACHE_ALIAS": "default",
@@ -162,15 +166,6 @@ class KeyrunesSettings:
                     f"KEYRUNES[{name!r}] = {path!r} could not be imported: {exc}"
                 ) from exc
         return self._imports[key]
-
-    @property
-    def timeout(self) -> tuple[float, float]:
-        """``TIMEOUT`` as a (connect, read) pair."""
-        value = self.raw("TIMEOUT")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return (float(value), float(value))
-        connect, read = value
-        return (float(connect), float(read))
 
     @property
     def verification_mode(self) -> str:

@@ -31,7 +31,28 @@ class KeyrunesError(Exception):
 
 
 class KeyrunesUnavailable(KeyrunesError):
-    """Keyrunes could not be reached, timed out, or kept answering 5xx/429."""
+    """Keyrunes could not be reached, timed out, missed the deadline, or kept answering 5xx/429.
+
+    ``retry_after`` is how many seconds the caller should wait before trying
+    again when that is known (the server's ``Retry-After``, or the circuit
+    breaker's cool-down), else None; a 503 answer can pass it on as
+    ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status_code: int | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, body=body)
+        self.retry_after = retry_after
+
+
+class CircuitOpen(KeyrunesUnavailable):
+    """The circuit breaker is open: no call was made (``retry_after`` says for how long)."""
 
 
 class KeyrunesProtocolError(KeyrunesError):

@@ -13,6 +13,8 @@ the server's error body.
 
 from __future__ import annotations
 
+import math
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
 
@@ -129,7 +131,7 @@ def service_unavailable_response(
     request: HttpRequest,
     *,
     description: str = "The authentication service is unavailable; try again later.",
-    retry_after: int | None = 5,
+    retry_after: float | None = 5,
 ) -> HttpResponse:
     """503 when Keyrunes cannot be asked and no usable cached answer exists."""
     response = refusal_response(
@@ -140,5 +142,5 @@ def service_unavailable_response(
         description=description,
     )
     if retry_after is not None:
-        response["Retry-After"] = str(max(1, int(retry_after)))
+        response["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response

@@ -37,3 +37,8 @@ tokens_revoked = Signal()
 #: One token was put on the deny list (logout). kwargs: ``reason``, ``request``,
 #: ``credential_hash``.
 token_denied = Signal()
+
+#: The circuit breaker in front of Keyrunes changed state. kwargs: ``breaker``
+#: (the CircuitBreaker), ``old_state`` and ``new_state`` (``"closed"``, ``"open"``
+#: or ``"half_open"``), ``retry_after`` (seconds until calls resume, 0.0 when closed).
+breaker_state_changed = Signal()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import socket
+import threading
+import time
+import tracemalloc
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -16,7 +22,17 @@ from django.test import override_settings
 from responses import matchers
 
 from keyrunes_django import client as client_module
-from keyrunes_django.client import KeyrunesClient, VerifyOrgKeyDefect, get_client, reset_client
+from keyrunes_django.breaker import get_breaker
+from keyrunes_django.checks import check_client_limits
+from keyrunes_django.client import (
+    MAX_JSON_DEPTH,
+    KeyrunesClient,
+    VerifyOrgKeyDefect,
+    get_client,
+    load_json,
+    reset_client,
+    worst_case_seconds,
+)
 from keyrunes_django.exceptions import (
     AuthenticationFailed,
     KeyrunesError,
@@ -885,10 +901,25 @@ def test_429_retry_after_seconds_is_respected(
 def test_retry_after_is_capped(
     kr: KeyrunesClient, rsps: responses.RequestsMock, sleeps: list[float]
 ) -> None:
+    kr.deadline = 30.0
     rsps.get(BASE + "/api/me", status=429, headers={"Retry-After": "3600"})
     rsps.get(BASE + "/api/me", json=USER)
     kr.me(TOKEN)
     assert sleeps == [kr.max_retry_after]
+
+
+def test_retry_after_never_pushes_a_retry_past_the_deadline(
+    kr: KeyrunesClient, rsps: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    kr.deadline = 1.0
+    rsps.get(BASE + "/api/me", status=503, headers={"Retry-After": "3"})
+    rsps.get(BASE + "/api/me", json=USER)
+    with pytest.raises(KeyrunesUnavailable) as info:
+        kr.me(TOKEN)
+    assert sleeps == []  # the wait would end after the deadline: no retry at all
+    assert len(rsps.calls) == 1
+    assert info.value.status_code == 503
+    assert info.value.retry_after == 3.0  # passed on for the caller's own Retry-After
 
 
 def test_retry_after_http_date(
@@ -1052,7 +1083,7 @@ def test_1xx_status_is_protocol_error() -> None:
     response.status_code = 199
     response._content = b""
     with pytest.raises(KeyrunesProtocolError):
-        KeyrunesClient._raise_for(response)
+        raise KeyrunesClient._error_for(response)
 
 
 def test_secrets_never_logged(
@@ -1231,3 +1262,496 @@ def test_get_client_bad_timeout_is_improperly_configured(fresh: None) -> None:
         pytest.raises(ImproperlyConfigured, match="timeout"),
     ):
         get_client()
+
+
+# ------------------------------------------------------------------ a hostile network
+#
+# These run against a real server on a loopback socket: the deadline lives in
+# the socket reads, which canned answers never reach.
+
+MIB = 1024 * 1024
+
+
+class Loopback:
+    """A tiny threaded HTTP server on 127.0.0.1; ``answer(conn)`` writes each reply."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        self.requests = 0
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> Loopback:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn:
+            reader = conn.makefile("rb")
+            try:
+                while not self._stop.is_set():
+                    length = 0
+                    line = reader.readline()
+                    if not line:
+                        return
+                    while line not in (b"\r\n", b"\n", b""):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line.split(b":")[1])
+                        line = reader.readline()
+                    reader.read(length)
+                    self.requests += 1
+                    self.answer(self, conn)
+            except OSError:
+                return
+
+    def send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        self.sent += len(data)
+
+
+def head(body_length: int | None, *extra: str, status: str = "200 OK") -> bytes:
+    lines = [f"HTTP/1.1 {status}", "Content-Type: application/json", *extra]
+    if body_length is None:
+        lines.append("Transfer-Encoding: chunked")
+    else:
+        lines.append(f"Content-Length: {body_length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def drip(server: Loopback, conn: socket.socket, data: bytes, pause: float) -> None:
+    for byte in data:
+        if server._stop.is_set():
+            return
+        server.send(conn, bytes([byte]))
+        time.sleep(pause)
+
+
+def real_client(url: str, **kwargs: Any) -> KeyrunesClient:
+    options: dict[str, Any] = {"timeout": (0.5, 1.0), "retries": 2, "backoff": 0.05}
+    options.update(kwargs)
+    return KeyrunesClient(url, **options)
+
+
+def test_dripped_body_is_cut_off_at_the_deadline() -> None:
+    body = json.dumps(USER).encode()  # ~230 bytes at 20 ms each: ~5 s in all
+
+    def answer(server: Loopback, conn: socket.socket) -> None:
+        server.send(conn, head(len(body)))
+        drip(server, conn, body, 0.02)
+
+    with Loopback(answer) as server:
+        client = real_client(server.url, deadline=1.0)
+        started = time.monotonic()
+        with pytest.raises(KeyrunesUnavailable, match="deadline"):
+            client.me(TOKEN)
+        elapsed = time.monotonic() - started
+    assert 0.9 < elapsed < 1.7
+    assert server.requests == 1  # no time was left to retry
+    assert get_breaker().failures == 1  # a missed deadline is a failure
+
+
+def test_dripped_headers_are_cut_off_at_the_deadline() -> None:
+    body = json.dumps(USER).encode()
+
+    def answer(server: Loopback, conn: socket.socket) -> None:
+        drip(server, conn, head(len(body)) + body, 0.02)
+
+    with Loopback(answer) as server:
+        client = real_client(server.url, deadline=0.8)
+        started = time.monotonic()
+        with pytest.raises(KeyrunesUnavailable, match="deadline"):
+            client.me(TOKEN)
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.5
+
+
+def test_retries_and_backoff_stay_inside_the_deadline() -> None:
+    def answer(server: Loopback, conn: socket.socket) -> None:
+        time.sleep(5)  # never answers in time
+
+    with Loopback(answer) as server:
+        client = real_client(server.url, timeout=(0.5, 0.4), retries=5, deadline=1.0)
+        started = time.monotonic()
+        with pytest.raises(KeyrunesUnavailable):
+            client.me(TOKEN)
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.5
+    assert 2 <= server.requests <= 3  # 0.4 s reads: the sixth attempt never starts
+
+
+def test_answer_inside_the_deadline_and_keep_alive_still_work() -> None:
+    body = json.dumps(USER).encode()
+
+    def answer(server: Loopback, conn: socket.socket) -> None:
+        server.send(conn, head(len(body)))
+        drip(server, conn, body[:20], 0.005)
+        server.send(conn, body[20:])
+
+    with Loopback(answer) as server:
+        client = real_client(server.url, deadline=2.0)
+        for _ in range(3):
+            assert client.me(TOKEN).username == "alice"
+    assert server.connections == 1  # one pooled connection served every call
+
+
+def test_deadline_setting_reaches_the_client(fresh: None) -> None:
+    with override_settings(KEYRUNES={"BASE_URL": BASE, "DEADLINE": 2.5}):
+        assert get_client().deadline == 2.5
+    with override_settings(KEYRUNES={"BASE_URL": BASE, "MAX_RESPONSE_BYTES": 10}):
+        assert get_client().max_response_bytes == 10
+
+
+@pytest.mark.parametrize("value", [0, -1, "5", None, True, float("inf"), float("nan")])
+def test_deadline_must_be_positive(value: Any) -> None:
+    with pytest.raises(ImproperlyConfigured):
+        KeyrunesClient(BASE, deadline=value)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "1", True])
+def test_max_response_bytes_must_be_a_positive_int(value: Any) -> None:
+    with pytest.raises(ImproperlyConfigured):
+        KeyrunesClient(BASE, max_response_bytes=value)
+
+
+def test_deadline_already_spent_sends_nothing(kr: KeyrunesClient, rsps: Any) -> None:
+    rsps.get(BASE + "/api/me", status=503)
+    kr.sleep = lambda seconds: time.sleep(0.06)
+    kr.deadline = 0.05
+    kr.backoff = 0.0
+    with pytest.raises(KeyrunesUnavailable):
+        kr.me(TOKEN)
+    assert len(rsps.calls) == 1
+
+
+class SlowBody(io.RawIOBase):
+    """A body whose second read comes late (a session without the client's adapter)."""
+
+    def __init__(self) -> None:
+        self.parts = [b'{"user_id": 7,', b'"username": "alice"}']
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.parts:
+            return 0
+        if len(self.parts) == 1:
+            time.sleep(0.15)
+        part = self.parts.pop(0)
+        buffer[: len(part)] = part
+        return len(part)
+
+
+def test_deadline_checked_between_body_chunks(kr: KeyrunesClient, rsps: Any) -> None:
+    rsps.get(BASE + "/api/me", body=io.BufferedReader(SlowBody(), buffer_size=16))
+    kr.deadline = 0.1
+    with pytest.raises(KeyrunesUnavailable, match="deadline"):
+        kr.me(TOKEN)
+
+
+# ------------------------------------------------------------------ body size
+
+
+def peak_bytes(run: Any) -> int:
+    tracemalloc.start()
+    try:
+        run()
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak
+
+
+def big_username_body(size: int) -> bytes:
+    return json.dumps({**USER, "username": "a" * size}).encode()
+
+
+def test_huge_declared_body_is_refused_before_reading() -> None:
+    def answer(server: Loopback, conn: socket.socket) -> None:
+        server.send(conn, head(48 * MIB))
+        for _ in range(48):
+            server.send(conn, b"a" * MIB)
+
+    with Loopback(answer) as server:
+        client = real_client(server.url)
+        with pytest.raises(KeyrunesProtocolError, match="larger than 1048576 bytes"):
+            client.me(TOKEN)
+    assert server.sent < 8 * MIB
+
+
+def test_huge_chunked_body_is_read_only_up_to_the_limit() -> None:
+    body = big_username_body(48 * MIB)  # valid JSON a server could send
+
+    def answer(server: Loopback, conn: socket.socket) -> None:
+        server.send(conn, head(None))
+        view = memoryview(body)
+        for start in range(0, len(body), 256 * 1024):
+            piece = view[start : start + 256 * 1024]
+            server.send(conn, b"%x\r\n" % len(piece) + piece + b"\r\n")
+        server.send(conn, b"0\r\n\r\n")
+
+    with Loopback(answer) as server:
+        client = real_client(server.url, deadline=3.0)
+
+        def call() -> None:
+            with pytest.raises(KeyrunesProtocolError, match="larger than"):
+                client.me(TOKEN)
+
+        peak = peak_bytes(call)
+    assert peak < 4 * MIB
+    assert server.sent < 16 * MIB
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    # Gzip members may be concatenated: 160 members of 1 MiB of spaces, inside
+    # "[" and "]", make a valid JSON list of 160 MiB from about 160 KiB.
+    spaces = gzip.compress(b" " * MIB, compresslevel=9)
+    return gzip.compress(b"[") + spaces * 160 + gzip.compress(b"]")
+
+
+def test_gzip_bomb_is_refused_without_inflating_it(gzip_bomb: bytes) -> None:
+    assert len(gzip_bomb) < 200 * 1024
+
+    def answer(server: Loopback, conn: socket.socket) -> None:
+        server.send(conn, head(len(gzip_bomb), "Content-Encoding: gzip") + gzip_bomb)
+
+    with Loopback(answer) as server:
+        client = real_client(server.url)
+
+        def call() -> None:
+            with pytest.raises(KeyrunesProtocolError, match="larger than"):
+                client.list_users(TOKEN)
+
+        peak = peak_bytes(call)
+    assert peak < 4 * MIB
+
+
+def test_small_gzip_body_is_decoded(kr: KeyrunesClient, rsps: Any) -> None:
+    rsps.get(
+        BASE + "/api/me",
+        body=gzip.compress(json.dumps(USER).encode()),
+        headers={"Content-Encoding": "gzip"},
+    )
+    assert kr.me(TOKEN).username == "alice"
+
+
+def test_corrupt_gzip_is_protocol_error(kr: KeyrunesClient, rsps: Any) -> None:
+    rsps.get(BASE + "/api/me", body=b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    with pytest.raises(KeyrunesProtocolError, match="decompress"):
+        kr.me(TOKEN)
+
+
+def test_limit_counts_decompressed_bytes(kr: KeyrunesClient, rsps: Any) -> None:
+    kr.max_response_bytes = 10_000
+    body = big_username_body(20_000)
+    rsps.get(BASE + "/api/me", body=gzip.compress(body), headers={"Content-Encoding": "gzip"})
+    with pytest.raises(KeyrunesProtocolError, match="larger than 10000 bytes"):
+        kr.me(TOKEN)
+
+
+def test_per_call_max_bytes(kr: KeyrunesClient, rsps: Any) -> None:
+    kr.max_response_bytes = 1000
+    listing = json.dumps([{**USER, "user_id": n} for n in range(50)]).encode()
+    rsps.get(BASE + "/api/admin/users", body=listing)
+    with pytest.raises(KeyrunesProtocolError):
+        kr.request("GET", "/api/admin/users")
+    response = kr.request("GET", "/api/admin/users", max_bytes=len(listing))
+    assert json.loads(response.content)[49]["user_id"] == 49
+
+
+def test_oversized_error_body_is_refused(kr: KeyrunesClient, rsps: Any) -> None:
+    kr.max_response_bytes = 100
+    rsps.get(BASE + "/api/me", status=401, body="x" * 1000)
+    with pytest.raises(KeyrunesProtocolError):
+        kr.me(TOKEN)
+
+
+# ------------------------------------------------------------------ streaming
+
+
+def test_streamed_response_is_read_incrementally(kr: KeyrunesClient, rsps: Any) -> None:
+    listing = json.dumps([{**USER, "user_id": n} for n in range(2000)]).encode()
+    kr.max_response_bytes = 1000  # applies to whole bodies, not to a stream
+    rsps.get(BASE + "/api/admin/users", body=listing)
+    response = kr.request("GET", "/api/admin/users", stream=True)
+    with response:
+        chunks = list(kr.iter_body(response))
+    assert len(chunks) > 1
+    assert b"".join(chunks) == listing
+
+
+def test_streamed_response_limit_and_errors(kr: KeyrunesClient, rsps: Any) -> None:
+    rsps.get(BASE + "/api/admin/users", body=b"[" + b" " * 300_000 + b"]")
+    rsps.get(BASE + "/api/admin/groups", status=500, body="boom")
+    response = kr.request("GET", "/api/admin/users", stream=True)
+    with response, pytest.raises(KeyrunesProtocolError, match="larger than 100000"):
+        list(kr.iter_body(response, max_bytes=100_000))
+    kr.retries = 0
+    with pytest.raises(KeyrunesUnavailable, match="boom"):  # errors are read and raised
+        kr.request("GET", "/api/admin/groups", stream=True)
+
+
+def test_streamed_body_stays_under_the_call_deadline() -> None:
+    rows = b"[" + b",".join(b"%d" % n for n in range(200)) + b"]"
+
+    def answer(server: Loopback, conn: socket.socket) -> None:
+        server.send(conn, head(len(rows)))
+        drip(server, conn, rows, 0.01)
+
+    with Loopback(answer) as server:
+        client = real_client(server.url)
+        response = client.request("GET", "/api/admin/users", stream=True, deadline=0.5)
+        started = time.monotonic()
+        with response, pytest.raises(KeyrunesUnavailable, match=r"0\.5 s deadline"):
+            for _ in client.iter_body(response):
+                pass
+    assert time.monotonic() - started < 1.2
+
+
+# ------------------------------------------------------------------ nested JSON
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 100_000])
+def test_deeply_nested_me_is_protocol_error(kr: KeyrunesClient, rsps: Any, depth: int) -> None:
+    rsps.get(BASE + "/api/me", body='{"user_id": 7, "x": ' + nested(depth) + "}")
+    with pytest.raises(KeyrunesProtocolError, match="nested"):
+        kr.me(TOKEN)
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 100_000])
+def test_deeply_nested_login_is_protocol_error(kr: KeyrunesClient, rsps: Any, depth: int) -> None:
+    rsps.post(BASE + "/api/login", body=nested(depth))
+    with pytest.raises(KeyrunesProtocolError, match="nested"):
+        kr.login("alice", "pw")
+
+
+@pytest.mark.parametrize("status", [400, 401, 500])
+def test_deeply_nested_error_body_is_protocol_error(
+    kr: KeyrunesClient, rsps: Any, status: int
+) -> None:
+    rsps.post(BASE + "/api/login", status=status, body='{"error": ' + nested(100_000) + "}")
+    with pytest.raises(KeyrunesProtocolError, match="nested too deeply") as info:
+        kr.login("alice", "pw")
+    assert info.value.status_code == status
+
+
+def test_deeply_nested_listing_is_protocol_error(kr: KeyrunesClient, rsps: Any) -> None:
+    rsps.get(BASE + "/api/admin/users", body=nested(100_000))
+    with pytest.raises(KeyrunesProtocolError):
+        kr.list_users(TOKEN)
+
+
+def test_nesting_up_to_the_limit_is_fine() -> None:
+    assert load_json(nested(MAX_JSON_DEPTH)) is not None
+    assert load_json(b'{"a": {"b": [1, {"c": null}]}}') == {"a": {"b": [1, {"c": None}]}}
+    with pytest.raises(ValueError, match="deeper than"):
+        load_json(nested(MAX_JSON_DEPTH + 1))
+    with pytest.raises(ValueError):
+        load_json(b"{")
+
+
+def test_unknown_charset_in_error_body(kr: KeyrunesClient, rsps: Any) -> None:
+    rsps.get(
+        BASE + "/api/me",
+        status=401,
+        body=b"no such token",
+        headers={"Content-Type": "text/plain; charset=x-made-up"},
+    )
+    with pytest.raises(AuthenticationFailed, match="no such token"):
+        kr.me(TOKEN)
+
+
+# ------------------------------------------------------------------ worst case
+
+
+def test_worst_case_seconds() -> None:
+    # 3 attempts x 13.05 s + 0.25 + 0.5 s of back-off, capped by the deadline.
+    assert worst_case_seconds((3.05, 10.0), 2, 0.25, 100.0) == pytest.approx(39.9)
+    assert worst_case_seconds((3.05, 10.0), 2, 0.25, 5.0) == 5.0
+    assert worst_case_seconds(1, 0, 0.0, 60.0) == 2.0
+    assert worst_case_seconds(1, 10**9, 1.0, 30.0) == 30.0  # stops adding at the cap
+
+
+def limit_ids(**keyrunes: Any) -> list[str]:
+    with override_settings(KEYRUNES={"BASE_URL": BASE, **keyrunes}):
+        return [m.id or "" for m in check_client_limits()]
+
+
+def test_client_limit_checks() -> None:
+    assert limit_ids() == []
+    for bad in (0, -1, "5", None, float("inf")):
+        assert limit_ids(DEADLINE=bad) == ["keyrunes_django.E040"]
+    for bad in (0, 1.5, "1"):
+        assert limit_ids(MAX_RESPONSE_BYTES=bad) == ["keyrunes_django.E041"]
+    assert limit_ids(DEADLINE=0, MAX_RESPONSE_BYTES=0, BREAKER_FAILURES=-1) == [
+        "keyrunes_django.E040",
+        "keyrunes_django.E041",
+        "keyrunes_django.E042",
+    ]
+
+
+def test_w040_worst_case_over_25_seconds() -> None:
+    # Today's defaults without a deadline: 3 x 13.05 s + back-off = 39.9 s.
+    assert limit_ids(DEADLINE=60) == ["keyrunes_django.W040"]
+    with override_settings(KEYRUNES={"BASE_URL": BASE, "DEADLINE": 60}):
+        (warning,) = check_client_limits()
+    assert "39.9 s" in warning.msg
+    assert limit_ids(DEADLINE=25) == []  # the deadline caps it
+    assert limit_ids(DEADLINE=60, TIMEOUT=2, RETRIES=1) == []  # 8.25 s
+    assert limit_ids(DEADLINE=60, RETRIES=0) == []  # 13.05 s
+    assert limit_ids(DEADLINE=60, TIMEOUT=None) == []  # E003 reports it
+    assert limit_ids(DEADLINE=60, RETRIES="x") == []  # E008 reports it
+
+
+def test_client_limit_checks_skip_a_non_dict() -> None:
+    with override_settings(KEYRUNES=["BASE_URL"]):
+        assert check_client_limits() == []
+
+
+def test_adapter_reads_under_the_deadline_through_a_proxy_too() -> None:
+    adapter = client_module.DeadlineAdapter()
+    manager = adapter.proxy_manager_for("http://proxy.example:3128")
+    assert manager.pool_classes_by_scheme["https"] is client_module._HTTPSConnectionPool
+    assert adapter.poolmanager.pool_classes_by_scheme["http"] is client_module._HTTPConnectionPool
+
+
+def test_deadline_reader_passes_fileno_and_close_through() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        budget = client_module._Budget(time.monotonic() + 5, 1.0)
+        reader = client_module._DeadlineReader(left, left.makefile("rb", buffering=0), budget)
+        assert reader.fileno() == left.fileno()
+        right.sendall(b"ok")
+        assert reader.read(2) == b"ok"
+        reader.close()
+        reader.close()
+        assert reader.closed
+        expired = client_module._Budget(time.monotonic() - 1, 1.0)
+        late = client_module._DeadlineReader(left, left.makefile("rb", buffering=0), expired)
+        with pytest.raises(TimeoutError):
+            late.read(1)
+        late.close()

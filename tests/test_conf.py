@@ -16,7 +16,7 @@ def test_defaults_apply() -> None:
         assert keyrunes_settings.NAMESPACE == "public"
         assert keyrunes_settings.JWT_ISSUER == "keyrunes"
         assert keyrunes_settings.FAIL_OPEN is False
-        assert keyrunes_settings.timeout == (3.05, 10.0)
+        assert keyrunes_settings.TIMEOUT == (3.05, 10.0)
         assert DEFAULTS["RETRIES"] == keyrunes_settings.RETRIES
 
 
@@ -70,8 +70,11 @@ def test_unknown_attribute() -> None:
     [(5, (5.0, 5.0)), (2.5, (2.5, 2.5)), ((1, 4), (1.0, 4.0)), ([0.5, 3], (0.5, 3.0))],
 )
 def test_timeout_forms(value: object, expected: tuple[float, float]) -> None:
-    with override_settings(KEYRUNES={"TIMEOUT": value}):
-        assert keyrunes_settings.timeout == expected
+    # TIMEOUT is interpreted by the client alone.
+    from keyrunes_django.client import KeyrunesClient
+
+    with override_settings(KEYRUNES={"TIMEOUT": value, "BASE_URL": "https://a.example.com"}):
+        assert KeyrunesClient.from_settings().timeout == expected
 
 
 def test_import_strings_resolved() -> None:

@@ -8,6 +8,8 @@ Fixtures: ``keyrunes_emulator`` (one server per session), ``keyrunes`` (the same
 server reset for each test, with ``settings.KEYRUNES`` pointing at it),
 ``keyrunes_quirks`` (``keyrunes`` reproducing server 0.2.0's defects),
 ``keyrunes_user`` (a fresh user in ``public``), ``keyrunes_superadmin``.
+Every test also starts with the process-wide circuit breaker closed, so one
+test's outage never refuses the next test's calls.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ TEST_JWT_SECRET = "keyrunes-emulator-test-secret-0123456789"
 SUPERADMIN_EMAIL = "admin@example.com"
 SUPERADMIN_USERNAME = "admin"
 SUPERADMIN_PASSWORD = "Admin123"
+
+
+@pytest.fixture(autouse=True)
+def _keyrunes_breaker_closed() -> None:
+    """Each test starts with the process-wide circuit breaker closed."""
+    from keyrunes_django.breaker import reset_breaker
+
+    reset_breaker()
 
 
 @pytest.fixture(scope="session")

@@ -129,6 +129,26 @@ class Command(KeyrunesCommand):
                 self.report(OK, "settings", f"SERVICE_ACCOUNT identity {account['IDENTITY']!r}")
         return True
 
+    def check_breaker(self) -> None:
+        from django.core.exceptions import ImproperlyConfigured
+
+        from keyrunes_django.breaker import CLOSED, get_breaker
+
+        try:
+            breaker = get_breaker()
+        except ImproperlyConfigured as exc:
+            self.report(FAIL, "breaker", str(exc))
+            return
+        if breaker.state == CLOSED:
+            self.report(OK, "breaker", f"closed ({breaker.failures} consecutive failure(s))")
+        else:
+            self.report(
+                WARN,
+                "breaker",
+                f"{breaker.state}: calls to Keyrunes refused for "
+                f"{breaker.retry_after():.0f} s more",
+            )
+
     def check_health(self, client: Any) -> bool:
         started = time.monotonic()
         try:
@@ -310,6 +330,8 @@ class Command(KeyrunesCommand):
         self.setup(options)
         self.findings: list[Finding] = []
         settings_ok = self.check_settings()
+        if settings_ok:
+            self.check_breaker()
         if self.dry_run:
             self.info("Dry run: no server contacted.")
         elif settings_ok and keyrunes_settings.BASE_URL:
