@@ -417,7 +417,7 @@ class CreateOrganizationRequest(RequestModel):
 
 
 class TokenClaims(_Response):
-    """The claims of a Keyrunes JWT (contract §4.2), typed as strictly as the server checks them."""
+    """The claims of a Keyrunes JWT, typed as strictly as the server checks them."""
 
     sub: StrictStr
     email: StrictStr

@@ -95,6 +95,6 @@ def _configured_key_refused(client: Any) -> bool:
     except AuthenticationFailed:
         return True
     except KeyrunesError:
-        # Includes this server version's 500 for a *valid* key (contract §3.4).
+        # Includes the 500 some server versions answer for a *valid* key.
         return False
     return False
