@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,10 +63,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _b64decode(part: str) -> bytes:
-    if not part or "=" in part:
-        raise ValueError("empty or padded segment")
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    # Only the canonical unpadded base64url form: a decoder that skips stray
+    # characters or ignores the spare bits of the last one would let one token
+    # be written several ways, each with its own hash (and its own cache entry
+    # and deny-list record).
+    if _BASE64URL.fullmatch(part) is None:
+        raise ValueError("not base64url")
+    raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != part:
+        raise ValueError("not the canonical encoding")
+    return raw
 
 
 def _json_object(data: bytes) -> dict[str, Any]:
