@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from django.apps import AppConfig
 
 
@@ -18,3 +20,10 @@ class KeyrunesConfig(AppConfig):
         from keyrunes_django.audit import connect_receivers
 
         connect_receivers()
+
+        # Optional integrations, each only when its package is installed.
+        from keyrunes_django.metrics import connect_metrics
+
+        connect_metrics()
+        if find_spec("drf_spectacular") is not None:
+            from keyrunes_django.drf import openapi  # noqa: F401

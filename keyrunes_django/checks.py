@@ -22,6 +22,8 @@ keyrunes_django.E022   ``GROUPS`` declares a name twice
 keyrunes_django.E023   ``POLICIES`` is not a list
 keyrunes_django.E024   a ``POLICIES`` entry is malformed (fields, lengths, effect, conditions)
 keyrunes_django.E025   ``POLICIES`` declares a name twice
+keyrunes_django.E070   ``HEALTH_TIMEOUT`` is not a positive number
+keyrunes_django.E071   ``CHANNELS_QUERY_STRING_TOKEN`` is not a bool
 =====================  ===========================================================
 
 Ids are stable; features with their own settings add checks from E020 on.
@@ -283,4 +285,30 @@ def check_settings(
     from keyrunes_django.policies import check_declarations
 
     messages += check_declarations(get("GROUPS"), get("POLICIES"))
+    return messages
+
+
+@register("keyrunes")
+def check_integration_settings(**kwargs: Any) -> list[CheckMessage]:
+    """Settings of the health probe and the Channels middleware."""
+    user = getattr(settings, "KEYRUNES", None)
+    if not isinstance(user, Mapping):
+        return []  # E012 is reported by check_settings
+    messages: list[CheckMessage] = []
+    timeout = user.get("HEALTH_TIMEOUT", DEFAULTS["HEALTH_TIMEOUT"])
+    if not _is_number(timeout) or not timeout > 0:
+        messages.append(
+            Error(
+                f"KEYRUNES['HEALTH_TIMEOUT'] = {timeout!r} must be a number of seconds > 0.",
+                id=_ID + "E070",
+            )
+        )
+    query = user.get("CHANNELS_QUERY_STRING_TOKEN", DEFAULTS["CHANNELS_QUERY_STRING_TOKEN"])
+    if not isinstance(query, bool):
+        messages.append(
+            Error(
+                f"KEYRUNES['CHANNELS_QUERY_STRING_TOKEN'] = {query!r} must be True or False.",
+                id=_ID + "E071",
+            )
+        )
     return messages
