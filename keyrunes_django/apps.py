@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.util import find_spec
-
 from django.apps import AppConfig
 
 
@@ -25,5 +23,9 @@ class KeyrunesConfig(AppConfig):
         from keyrunes_django.metrics import connect_metrics
 
         connect_metrics()
-        if find_spec("drf_spectacular") is not None:
+        try:
+            import drf_spectacular  # noqa: F401
+        except ImportError:
+            pass
+        else:
             from keyrunes_django.drf import openapi  # noqa: F401

@@ -23,7 +23,6 @@ other value becomes ``"other"`` so that no input can grow the label space.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import threading
 from dataclasses import dataclass
@@ -45,7 +44,11 @@ _lock = threading.Lock()
 
 def prometheus_available() -> bool:
     """Whether ``prometheus_client`` can be imported."""
-    return importlib.util.find_spec("prometheus_client") is not None
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def label(value: Any) -> str:
