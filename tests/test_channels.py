@@ -234,6 +234,20 @@ class TestQueryString:
         assert connected == (True, None)
         assert hello["identity"] == username
 
+    def test_enabled_without_a_token_goes_on(
+        self, keyrunes: KeyrunesEmulator, settings: Any
+    ) -> None:
+        settings.KEYRUNES = {**settings.KEYRUNES, "CHANNELS_QUERY_STRING_TOKEN": True}
+
+        async def scenario() -> Any:
+            communicator = WebsocketCommunicator(no_first_message, "/ws/?room=1")
+            await communicator.connect(timeout=5)
+            hello = await communicator.receive_json_from(timeout=5)
+            await communicator.disconnect()
+            return hello
+
+        assert run(scenario)["authenticated"] is False
+
     def test_two_tokens_are_refused(self, keyrunes: KeyrunesEmulator, settings: Any) -> None:
         settings.KEYRUNES = {**settings.KEYRUNES, "CHANNELS_QUERY_STRING_TOKEN": True}
         _, token = token_of(keyrunes)

@@ -344,6 +344,12 @@ class TestOrganizationKey:
         response = get("/api/decorated/group", HTTP_X_ORGANIZATION_KEY=kr.organization_key(1))
         assert response.status_code == 403
 
+    def test_fail_open(self, kr: KeyrunesEmulator, settings: Any) -> None:
+        settings.KEYRUNES = {**settings.KEYRUNES, "FAIL_OPEN": True}
+        kr.faults.add(r"^/api/verify-org-key$", status=503)
+        response = get("/api/org", HTTP_X_ORGANIZATION_KEY=kr.organization_key(1), **JSON)
+        assert response.status_code == 401
+
     def test_outage_is_503(self, kr: KeyrunesEmulator) -> None:
         kr.faults.add(r"^/api/verify-org-key$", status=503)
         response = get("/api/org", HTTP_X_ORGANIZATION_KEY=kr.organization_key(1), **JSON)
