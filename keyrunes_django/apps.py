@@ -23,9 +23,5 @@ class KeyrunesConfig(AppConfig):
         from keyrunes_django.metrics import connect_metrics
 
         connect_metrics()
-        try:
-            import drf_spectacular  # noqa: F401
-        except ImportError:
-            pass
-        else:
+        if self.apps.is_installed("drf_spectacular"):
             from keyrunes_django.drf import openapi  # noqa: F401

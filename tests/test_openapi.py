@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +29,8 @@ from keyrunes_django.testing.emulator import KeyrunesEmulator
 from tests.example_fixtures import ALICE, BOB, example_emulator, example_site
 
 __all__ = ["example_emulator", "example_site"]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BEARER = {
     "type": "http",
@@ -85,6 +92,35 @@ def test_security_schemes() -> None:
         {ORGANIZATION_KEY_SCHEME_NAME: []},
     ]
     assert schema["paths"]["/token/"]["get"]["security"] == [{BEARER_SCHEME_NAME: []}]
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_registered_when_drf_spectacular_is_an_installed_app(installed: bool) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from django.conf import settings
+        if {installed!r}:
+            settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "drf_spectacular"]
+        import django
+        django.setup()
+        from drf_spectacular.extensions import OpenApiAuthenticationExtension
+        from keyrunes_django.drf.authentication import KeyrunesTokenAuthentication
+        print(OpenApiAuthenticationExtension.get_match(KeyrunesTokenAuthentication()) is not None)
+        """
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(installed)
 
 
 # ------------------------------------------------------------- the example
