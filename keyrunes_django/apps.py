@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 
 
 class KeyrunesConfig(AppConfig):
@@ -23,5 +23,5 @@ class KeyrunesConfig(AppConfig):
         from keyrunes_django.metrics import connect_metrics
 
         connect_metrics()
-        if self.apps.is_installed("drf_spectacular"):
+        if apps.is_installed("drf_spectacular"):
             from keyrunes_django.drf import openapi  # noqa: F401

@@ -200,3 +200,10 @@ def test_good_integration_settings_pass(settings: Any) -> None:
     }
     ids = {m.id for m in run_checks()}
     assert not ids & {"keyrunes_django.E070", "keyrunes_django.E071"}
+
+
+def test_integration_checks_leave_a_non_dict_to_e012(settings: Any) -> None:
+    settings.KEYRUNES = ["not", "a", "dict"]
+    ids = {m.id for m in run_checks()}
+    assert "keyrunes_django.E012" in ids
+    assert not ids & {"keyrunes_django.E070", "keyrunes_django.E071"}
