@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import URLPattern, path
+from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -43,7 +44,16 @@ def describe(request: Request) -> dict[str, Any]:
     return {"kind": "session", "username": request.user.get_username()}
 
 
+class CallerSerializer(serializers.Serializer[dict[str, Any]]):
+    """The answer of every example endpoint (for the OpenAPI schema)."""
+
+    ok = serializers.BooleanField()
+    note = serializers.CharField(help_text="The permission classes of this endpoint.")
+    caller = serializers.DictField(help_text="Who is calling, as the permissions see it.")
+
+
 class ExampleAPIView(APIView):
+    serializer_class = CallerSerializer
     authentication_classes = [KeyrunesTokenAuthentication, KeyrunesOrganizationKeyAuthentication]
     permission_classes: Any = [IsKeyrunesAuthenticated]
     note = ""

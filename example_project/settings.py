@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "keyrunes_django",
 ]
 
@@ -75,6 +76,8 @@ KEYRUNES: dict[str, object] = {
     "NAMESPACE": os.environ.get("KEYRUNES_NAMESPACE", "public"),
     "JWT_SECRET": os.environ.get("KEYRUNES_JWT_SECRET") or None,
     "ORGANIZATION_KEY": os.environ.get("KEYRUNES_ORGANIZATION_KEY") or None,
+    # Organization keys are accepted only from this service's own organization.
+    "ORGANIZATION_SCOPE": int(os.environ.get("KEYRUNES_ORGANIZATION_SCOPE", "1")) or None,
     # The demo shows the reset link this server version returns instead of mailing it.
     "SHOW_RESET_LINK": os.environ.get("KEYRUNES_SHOW_RESET_LINK", "0") == "1",
 }
@@ -95,7 +98,23 @@ REST_FRAMEWORK = {
     # The default for API views; each view in api.py names its own classes too.
     "DEFAULT_PERMISSION_CLASSES": ["keyrunes_django.drf.permissions.IsKeyrunesAuthenticated"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # drf-spectacular builds /api/schema/; keyrunes_django.drf.openapi names the schemes.
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Keyrunes example API",
+    "DESCRIPTION": "Send a Keyrunes token (Authorize: keyrunesBearer) or an organization key.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Websockets (example_project/asgi.py, served by daphne); runserver stays WSGI.
+ASGI_APPLICATION = "example_project.asgi.application"
+
+# Demo only: the home page shows a signed-in user a curl line carrying their
+# own token. Never on without DEBUG; scripts/demo.sh turns it on.
+EXAMPLE_SHOW_API_TOKEN = DEBUG and os.environ.get("EXAMPLE_SHOW_API_TOKEN", "0") == "1"
 
 LOGGING = {
     "version": 1,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth.views import LoginView, LogoutView
 from django.urls import URLPattern, URLResolver, include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from example_project import api, views
+from example_project import api, ninja_api, views
 from keyrunes_django.forms import KeyrunesAdminAuthenticationForm, KeyrunesAuthenticationForm
 
 # The admin's login page tells an outage apart from a wrong password too.
@@ -36,6 +37,15 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("cbv/editors/", views.EditorsView.as_view(), name="cbv-editors"),
     path("cbv/admin-area/", views.AdminView.as_view(), name="cbv-admin-area"),
     path("cbv/docs/", views.DocsView.as_view(), name="cbv-docs"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path(
+        "api/schema/swagger/",
+        SpectacularSwaggerView.as_view(url_name="api-schema"),
+        name="api-swagger",
+    ),
     path("api/", include(api.urlpatterns)),
+    path("ninja/", ninja_api.api.urls),
+    # Container probes and Prometheus metrics.
+    path("health/", include("keyrunes_django.health_urls")),
     path("admin/", admin.site.urls),
 ]

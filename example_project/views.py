@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.generic import TemplateView
 
 from keyrunes_django.authorization import get_identity
+from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.decorators import (
     keyrunes_login_required,
     require_admin,
@@ -19,6 +22,7 @@ from keyrunes_django.mixins import (
     KeyrunesLoginRequiredMixin,
     PermissionRequiredMixin,
 )
+from keyrunes_django.sessions import get_session_token
 
 PAGE = "example/page.html"
 
@@ -27,8 +31,30 @@ def _page(request: HttpRequest, heading: str, guard: str) -> HttpResponse:
     return render(request, PAGE, {"heading": heading, "guard": guard})
 
 
+def api_demo(request: HttpRequest) -> dict[str, str] | None:
+    """For the demo's home page: a curl line with the signed-in user's own token.
+
+    Only with ``DEBUG`` and ``EXAMPLE_SHOW_API_TOKEN`` (scripts/demo.sh sets
+    both): a token on a page is for a demo on one's own machine, never for a
+    deployed site.
+    """
+    if not (settings.DEBUG and getattr(settings, "EXAMPLE_SHOW_API_TOKEN", False)):
+        return None
+    token = get_session_token(request)
+    if token is None:
+        return None
+    api_url = request.build_absolute_uri(reverse("api-me"))
+    return {
+        "curl": f"curl -H 'Authorization: Bearer {token}' {api_url}",
+        "ninja_curl": f"curl -H 'Authorization: Bearer {token}' "
+        + request.build_absolute_uri("/ninja/me"),
+        "keyrunes_url": str(keyrunes_settings.BASE_URL),
+    }
+
+
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "example/home.html", {"identity": get_identity(request)})
+    context = {"identity": get_identity(request), "api_demo": api_demo(request)}
+    return render(request, "example/home.html", context)
 
 
 @keyrunes_login_required

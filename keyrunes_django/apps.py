@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 
 
 class KeyrunesConfig(AppConfig):
@@ -23,3 +23,10 @@ class KeyrunesConfig(AppConfig):
         from keyrunes_django import revocation
 
         revocation.connect_receivers()
+
+        # Optional integrations, each only when its package is installed.
+        from keyrunes_django.metrics import connect_metrics
+
+        connect_metrics()
+        if apps.is_installed("drf_spectacular"):
+            from keyrunes_django.drf import openapi  # noqa: F401

@@ -34,6 +34,8 @@ keyrunes_django.E040   ``DEADLINE`` is not a positive number
 keyrunes_django.E041   ``MAX_RESPONSE_BYTES`` is not a positive integer
 keyrunes_django.E042   ``BREAKER_FAILURES``/``BREAKER_COOLDOWN`` out of range
 keyrunes_django.W040   one call's worst case (retries, timeouts, back-off, deadline) > 25 s
+keyrunes_django.E070   ``HEALTH_TIMEOUT`` is not a positive number
+keyrunes_django.E071   ``CHANNELS_QUERY_STRING_TOKEN`` is not a bool
 =====================  ===========================================================
 
 Ids are stable; features with their own settings add checks from E020 on.
@@ -525,3 +527,27 @@ def check_client_limits(
             )
         ]
     return []
+@register("keyrunes")
+def check_integration_settings(**kwargs: Any) -> list[CheckMessage]:
+    """Settings of the health probe and the Channels middleware."""
+    user = getattr(settings, "KEYRUNES", None)
+    if not isinstance(user, Mapping):
+        return []  # E012 is reported by check_settings
+    messages: list[CheckMessage] = []
+    timeout = user.get("HEALTH_TIMEOUT", DEFAULTS["HEALTH_TIMEOUT"])
+    if not _is_number(timeout) or not timeout > 0:
+        messages.append(
+            Error(
+                f"KEYRUNES['HEALTH_TIMEOUT'] = {timeout!r} must be a number of seconds > 0.",
+                id=_ID + "E070",
+            )
+        )
+    query = user.get("CHANNELS_QUERY_STRING_TOKEN", DEFAULTS["CHANNELS_QUERY_STRING_TOKEN"])
+    if not isinstance(query, bool):
+        messages.append(
+            Error(
+                f"KEYRUNES['CHANNELS_QUERY_STRING_TOKEN'] = {query!r} must be True or False.",
+                id=_ID + "E071",
+            )
+        )
+    return messages

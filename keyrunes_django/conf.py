@@ -84,6 +84,9 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_THROTTLE_FAILURES": 5,
     "LOGIN_THROTTLE_WINDOW": 300,
     "LOGIN_THROTTLE_IP_FAILURES": None,  # per-IP limit; None = 4 x LOGIN_THROTTLE_FAILURES, 0 = off
+    # Integrations: readiness probe timeout (seconds); websocket tokens in the query string.
+    "HEALTH_TIMEOUT": 2.0,
+    "CHANNELS_QUERY_STRING_TOKEN": False,
 }
 
 #: Shortest secret accepted for ``JWT_SECRET`` and ``CACHE_SIGNING_KEY`` (HS256 wants 256 bits).

@@ -42,3 +42,27 @@ token_denied = Signal()
 #: (the CircuitBreaker), ``old_state`` and ``new_state`` (``"closed"``, ``"open"``
 #: or ``"half_open"``), ``retry_after`` (seconds until calls resume, 0.0 when closed).
 breaker_state_changed = Signal()
+
+# Counters for monitoring (keyrunes_django.metrics turns them into Prometheus
+# metrics). Senders are the module that sends them; arguments are short codes.
+
+#: A bearer token or organization key was accepted. kwargs: ``kind`` (``"token"``
+#: or ``"organization_key"``), ``source`` (``"process_cache"``, ``"shared_cache"``,
+#: ``"local"`` for a local HS256 check, ``"remote"`` for an answer of Keyrunes,
+#: ``"stale"`` for a cached answer served during an outage), ``request`` (may be None).
+credential_verified = Signal()
+
+#: A verification answer (positive or negative) was found in a cache. kwargs:
+#: ``kind`` (``"token"`` or ``"organization_key"``), ``layer`` (``"process"`` or
+#: ``"shared"``).
+cache_hit = Signal()
+
+#: No cached answer: the credential is checked locally or by Keyrunes. kwargs: ``kind``.
+cache_miss = Signal()
+
+#: One HTTP call to Keyrunes finished (each retry is its own call). kwargs:
+#: ``operation`` (the route's short name: ``"me"``, ``"verify_org_key"``,
+#: ``"check_permission"``, ``"health"``, ...), ``outcome`` (``"ok"`` for 2xx,
+#: ``"refused"`` for 4xx, ``"error"`` for 5xx, timeouts and connection errors),
+#: ``status_code`` (int or None), ``duration`` (seconds, float).
+remote_call = Signal()

@@ -16,13 +16,15 @@ DEMO_PORT="${DEMO_PORT:-8000}"
 mkdir -p "$RUN"
 
 # A fresh machine gets the virtualenv; an existing one that already works is left alone.
-if ! "$PY" -c "import django, rest_framework, keyrunes_django" >/dev/null 2>&1; then
+if ! "$PY" -c "import django, rest_framework, keyrunes_django, drf_spectacular, ninja, channels" >/dev/null 2>&1; then
   echo "Setting up .venv (scripts/bootstrap.sh)..."
   bash scripts/bootstrap.sh
 fi
 
 export DJANGO_SETTINGS_MODULE=example_project.settings
 export EXAMPLE_DB="${EXAMPLE_DB:-$RUN/example.sqlite3}"
+# Demo only: the home page shows a signed-in user a curl line with their own token.
+export EXAMPLE_SHOW_API_TOKEN=1
 
 EMULATOR_PID=""
 SERVER_PID=""
@@ -120,6 +122,11 @@ banner() {
     echo "  bob   / Bob-Pass-1     group users (may read docs:*)"
     echo "  admin / $ADMIN_PASSWORD   global superadmin (Django admin at ${URL}admin/)"
   fi
+  echo "API:                   ${URL}api/me/  (sign in: the home page shows a curl line with your token)"
+  echo "OpenAPI:               ${URL}api/schema/  Swagger UI: ${URL}api/schema/swagger/"
+  echo "django-ninja:          ${URL}ninja/me  Swagger UI: ${URL}ninja/docs"
+  echo "Probes:                ${URL}health/ready/  ${URL}health/metrics/"
+  echo "Websockets:            daphne example_project.asgi:application (see example_project/consumers.py)"
   echo
 }
 
@@ -172,6 +179,12 @@ token = get_client().login(identity, password).token
 status, body = fetch("/api/me/", {"Authorization": f"Bearer {token}", "Accept": "application/json"})
 caller = json.loads(body).get("caller", {}) if status == 200 else {}
 checks.append(("API /api/me/ with a bearer token", caller.get("username") == identity))
+status, body = fetch("/ninja/me", {"Authorization": f"Bearer {token}"})
+checks.append(("ninja /ninja/me", status == 200 and json.loads(body).get("username") == identity))
+status, body = fetch("/api/schema/", {"Accept": "application/vnd.oai.openapi+json"})
+checks.append(("OpenAPI schema", status == 200 and b"keyrunesBearer" in body))
+status, body = fetch("/health/ready/")
+checks.append(("readiness probe", status == 200 and json.loads(body).get("status") == "ok"))
 for name, ok in checks:
     print(f"  {name}: {'ok' if ok else 'FAILED'}")
 if not all(ok for _, ok in checks):

@@ -44,6 +44,7 @@ def example_site(example_emulator: KeyrunesEmulator, settings: Any) -> KeyrunesE
         "BASE_URL": example_emulator.base_url,
         "JWT_SECRET": example_emulator.jwt_secret,
         "ORGANIZATION_KEY": example_emulator.organization_key(1),
+        "ORGANIZATION_SCOPE": 1,
         "SHOW_RESET_LINK": True,
     }
     return example_emulator
