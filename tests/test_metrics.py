@@ -84,9 +84,9 @@ def test_refusals_and_outages_from_the_request_path(keyrunes: KeyrunesEmulator) 
 
     outage = Delta("keyrunes_outages_total", operation="verify_token", served_stale="false")
     keyrunes.faults.add(r"^/api/me$", status=503)
-    with override_settings(KEYRUNES={**settings.KEYRUNES, "VERIFICATION_MODE": "remote"}):
-        with pytest.raises(KeyrunesUnavailable):
-            authenticate_token(keyrunes.issue_token(user))
+    remote = {**settings.KEYRUNES, "VERIFICATION_MODE": "remote"}
+    with override_settings(KEYRUNES=remote), pytest.raises(KeyrunesUnavailable):
+        authenticate_token(keyrunes.issue_token(user))
     assert outage.value == 1
 
 
