@@ -35,11 +35,16 @@ from os import PathLike
 from types import TracebackType
 from typing import Any
 
-import jwt
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from keyrunes_django.testing import factories
-from keyrunes_django.testing.app import DEFAULT_JWT_SECRET, ISSUER, TOKEN_LIFETIME, KeyrunesApp
+from keyrunes_django.testing.app import (
+    DEFAULT_JWT_SECRET,
+    ISSUER,
+    TOKEN_LIFETIME,
+    KeyrunesApp,
+    encode_jwt,
+)
 from keyrunes_django.testing.faults import FaultInjector, RequestLog, RequestRecord
 from keyrunes_django.testing.state import (
     DEFAULT_NAMESPACE,
@@ -578,7 +583,7 @@ class KeyrunesEmulator:
         }
         payload.update(claim_overrides)
         payload = {key: value for key, value in payload.items() if value is not None}
-        return jwt.encode(payload, self.jwt_secret, algorithm="HS256", headers={"typ": "JWT"})
+        return encode_jwt(payload, self.jwt_secret)
 
     def expired_token(self, user: EmulatedUser, *, age: int = TOKEN_LIFETIME + 60) -> str:
         """A token that expired ``age - 3600`` seconds ago."""
