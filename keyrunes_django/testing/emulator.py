@@ -23,9 +23,12 @@ defaults to ``"public"`` everywhere; ``username`` defaults to the email's local 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -263,7 +266,83 @@ def load_seed(path: str | PathLike[str]) -> dict[str, Any]:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log on stderr: tests make thousands of requests."""
+    """HTTP/1.1 with keep-alive, as hyper serves the real server.
+
+    Werkzeug's own handler closes every connection; this one reads each request
+    body completely, answers with a ``Content-Length`` and keeps the connection
+    open unless the client asks to close it. No access log on stderr.
+    """
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in one write; no Nagle delay on a kept-alive socket.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def run_wsgi(self) -> None:
+        environ = self.make_environ()
+        body = self._read_body()
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("wsgi.input_terminated", None)
+        app = self.server.app  # type: ignore[attr-defined]
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started[:] = [status, headers]
+            return lambda data: None
+
+        try:
+            result = app(environ, start_response)
+            try:
+                data = b"".join(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except ConnectionError:
+            self.close_connection = True
+            return
+        except Exception:  # a bug in the emulator: answer like a crashed handler
+            logger.exception("keyrunes emulator: unhandled error")
+            self.close_connection = True
+            started = ["500 Internal Server Error", [("Content-Type", "text/plain")]]
+            data = b"Internal Server Error"
+        self._send(started[0], started[1], data, environ["REQUEST_METHOD"])
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = self.headers.get("Content-Length")
+        return self.rfile.read(int(length)) if length and length.isdigit() else b""
+
+    def _send(self, status: str, headers: list[tuple[str, str]], data: bytes, method: str) -> None:
+        code_text, _, reason = status.partition(" ")
+        code = int(code_text)
+        self.send_response_only(code, reason)
+        self.send_header("Date", self.date_time_string())
+        names = {name.lower() for name, _ in headers}
+        for name, value in headers:
+            self.send_header(name, value)
+        bodyless = code in (204, 304) or 100 <= code < 200
+        if "content-length" not in names and not bodyless:
+            self.send_header("Content-Length", str(len(data)))
+        if self.headers.get("Connection", "").lower() == "close":
+            self.close_connection = True
+        self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
+        if method != "HEAD" and not bodyless:
+            self._headers_buffer.append(data)  # type: ignore[attr-defined]
+        self.flush_headers()
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
