@@ -62,7 +62,27 @@ _HOMES = {
     "EmulatorError": "state",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [
+    "EmulatedGroup",
+    "EmulatedOrganization",
+    "EmulatedPolicy",
+    "EmulatedUser",
+    "EmulatorError",
+    "Fault",
+    "FaultInjector",
+    "KeyrunesEmulator",
+    "build_state",
+    "group_payload",
+    "login_payload",
+    "organization_payload",
+    "policy_payload",
+    "register_payload",
+    "strong_password",
+    "unique_email",
+    "unique_namespace",
+    "unique_username",
+    "user_payload",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -290,7 +290,9 @@ class _QuietHandler(WSGIRequestHandler):
         app = self.server.app  # type: ignore[attr-defined]
         started: list[Any] = []
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
             started[:] = [status, headers]
             return lambda data: None
 
@@ -339,9 +341,9 @@ class _QuietHandler(WSGIRequestHandler):
             self.send_header("Content-Length", str(len(data)))
         if self.headers.get("Connection", "").lower() == "close":
             self.close_connection = True
-        self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
+        self._headers_buffer.append(b"\r\n")
         if method != "HEAD" and not bodyless:
-            self._headers_buffer.append(data)  # type: ignore[attr-defined]
+            self._headers_buffer.append(data)
         self.flush_headers()
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 PLUGIN = "keyrunes_django.testing.pytest_plugin"
 
-PLAIN_TESTS = '''
+PLAIN_TESTS = """
 import json
 import urllib.request
 
@@ -45,22 +45,22 @@ def test_superadmin_and_quirks(keyrunes_superadmin, keyrunes_quirks):
 def test_no_django_settings_needed():
     import sys
     assert "django.conf" not in sys.modules or not sys.modules["django.conf"].settings.configured
-'''
+"""
 
-NO_WERKZEUG_CONFTEST = '''
+NO_WERKZEUG_CONFTEST = """
 import sys
 
 sys.modules["werkzeug"] = None  # as if the testing extra were not installed
-'''
+"""
 
-NO_WERKZEUG_TESTS = '''
+NO_WERKZEUG_TESTS = """
 def test_without_fixture():
     assert True
 
 
 def test_with_fixture(keyrunes):
     pass
-'''
+"""
 
 
 def _run_pytest(project: Path) -> subprocess.CompletedProcess[str]:
