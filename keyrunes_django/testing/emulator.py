@@ -287,7 +287,7 @@ class _QuietHandler(WSGIRequestHandler):
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("wsgi.input_terminated", None)
-        app = self.server.app  # type: ignore[attr-defined]
+        app = self.server.app
         started: list[Any] = []
 
         def start_response(
