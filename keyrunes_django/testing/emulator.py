@@ -283,6 +283,10 @@ class _QuietHandler(WSGIRequestHandler):
 
     def run_wsgi(self) -> None:
         environ = self.make_environ()
+        # http.server collapses a leading "//" in self.path; routing needs the target as sent.
+        words = self.requestline.split()
+        if len(words) == 3:
+            environ["REQUEST_URI"] = environ["RAW_URI"] = words[1]
         body = self._read_body()
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
