@@ -1022,10 +1022,19 @@ class KeyrunesApp:
                     password=body["password"],
                     groups=groups,
                     first_login=first_login,
+                    assigned_by=self._assigner(auth, ns),
                 )
             except EmulatorError as exc:
                 return plain(400, exc.message)
             return json_response(ns.user_json(user), 201)
+
+    @staticmethod
+    def _assigner(auth: Auth, ns: Namespace) -> int | None:
+        """``assigned_by``: the admin's id when it acts in its own namespace.
+
+        src/api/admin.rs:106-110 and :362-366.
+        """
+        return auth.user_id if auth.namespace == ns.name else None
 
     def h_update_user(self, request: Request, auth: Auth, user_id: str) -> Response:
         uid = self._path_int(user_id)
@@ -1057,7 +1066,10 @@ class KeyrunesApp:
             ns = self.state.namespaces.get(auth.namespace)
             if ns is None:
                 return plain(500, _MISSING_RELATION)
-            self.state.delete_user(ns, uid)
+            try:
+                self.state.delete_user(ns, uid)
+            except EmulatorError as exc:
+                return plain(500, exc.message)
         return empty(204)
 
     def h_admin_reset_password(self, request: Request, auth: Auth, user_id: str) -> Response:
@@ -1155,7 +1167,7 @@ class KeyrunesApp:
         with self.state.lock:
             ns = self._scope(auth, org_id)
             try:
-                self.state.add_membership(ns, uid, gid)
+                self.state.add_membership(ns, uid, gid, assigned_by=self._assigner(auth, ns))
             except EmulatorError as exc:
                 return plain(400, exc.message)
         return json_response({"message": "User assigned to group successfully"})

@@ -294,6 +294,8 @@ class Namespace:
     # and username -> user id.
     emails: dict[str, list[int]] = field(default_factory=dict)
     usernames: dict[str, int] = field(default_factory=dict)
+    # (user_id, group_id) -> the admin who assigned it (``user_groups.assigned_by``).
+    assigners: dict[tuple[int, int], int] = field(default_factory=dict)
 
     @property
     def is_public(self) -> bool:
@@ -501,7 +503,7 @@ class State:
                 for uid in [
                     u.user_id for u in ns.users.values() if u.organization_id == org.organization_id
                 ]:
-                    self._drop_user(ns, uid)
+                    self._drop_user(ns, uid, cascade=True)
                 for gid in [
                     g.group_id
                     for g in ns.groups.values()
@@ -512,6 +514,7 @@ class State:
                     for member_groups in ns.memberships.values():
                         if gid in member_groups:
                             member_groups.remove(gid)
+                    ns.assigners = {k: v for k, v in ns.assigners.items() if k[1] != gid}
                 for pid in [
                     p.policy_id
                     for p in ns.policies.values()
@@ -542,10 +545,14 @@ class State:
         groups: Iterable[str],
         first_login: bool,
         group_organization_id: int | None = None,
+        assigned_by: int | None = None,
     ) -> UserRecord:
-        """``UserService::create_user``: lookups, group names, then the INSERT.
+        """``UserService::create_user``: lookups, group names, the INSERT, then memberships.
 
         An empty group list means ``users`` (``src/services/user_service.rs:742-744``).
+        The memberships are separate statements after the INSERT: when
+        ``assigned_by`` names no user the user stays, in no group, and the
+        foreign-key error is raised.
         """
         with self.lock:
             check_text(email)
@@ -581,7 +588,9 @@ class State:
             )
             ns.users[user.user_id] = user
             ns.index_user(user)
-            ns.memberships[user.user_id] = group_ids
+            ns.memberships[user.user_id] = []
+            for group_id in group_ids:
+                self.add_membership(ns, user.user_id, group_id, assigned_by=assigned_by)
             return user
 
     def update_user(
@@ -661,7 +670,18 @@ class State:
         with self.lock:
             return self._drop_user(ns, user_id)
 
-    def _drop_user(self, ns: Namespace, user_id: int) -> bool:
+    def _drop_user(self, ns: Namespace, user_id: int, *, cascade: bool = False) -> bool:
+        """Delete a user; memberships it assigned to others block it unless they go too.
+
+        ``user_groups.assigned_by REFERENCES users`` has no ``ON DELETE`` action
+        (``migrations/tenant/001_init_tenant.sql:52``).
+        """
+        if not cascade and any(
+            assigner == user_id and member != user_id
+            for (member, _group), assigner in ns.assigners.items()
+        ):
+            raise EmulatorError(_ASSIGNED_BY_DELETE, "db")
+        ns.assigners = {k: v for k, v in ns.assigners.items() if k[0] != user_id}
         user = ns.users.pop(user_id, None)
         if user is not None:
             ns.unindex_user(user)
@@ -774,25 +794,30 @@ class State:
                     raise EmulatorError("User not found", "not_found")
                 ns.user_policies.add((user_id, policy.policy_id))
 
-    def add_membership(self, ns: Namespace, user_id: int, group_id: int) -> None:
+    def add_membership(
+        self, ns: Namespace, user_id: int, group_id: int, *, assigned_by: int | None = None
+    ) -> None:
+        """``INSERT INTO user_groups ... ON CONFLICT DO NOTHING`` after the group check."""
         with self.lock:
             if group_id not in ns.groups:
                 raise EmulatorError("group not found", "not_found")
+            current = ns.memberships.get(user_id, [])
+            if group_id in current:
+                return
             if user_id not in ns.users:
-                raise EmulatorError(
-                    'error returned from database: insert or update on table "user_groups" '
-                    'violates foreign key constraint "user_groups_user_id_fkey"',
-                    "db",
-                )
-            current = ns.memberships.setdefault(user_id, [])
-            if group_id not in current:
-                current.append(group_id)
+                raise EmulatorError(_fk_insert("user_groups_user_id_fkey"), "db")
+            if assigned_by is not None and assigned_by not in ns.users:
+                raise EmulatorError(_fk_insert("user_groups_assigned_by_fkey"), "db")
+            ns.memberships.setdefault(user_id, []).append(group_id)
+            if assigned_by is not None:
+                ns.assigners[(user_id, group_id)] = assigned_by
 
     def remove_membership(self, ns: Namespace, user_id: int, group_id: int) -> None:
         with self.lock:
             current = ns.memberships.get(user_id, [])
             if group_id in current:
                 current.remove(group_id)
+                ns.assigners.pop((user_id, group_id), None)
 
     # -- reset tokens ------------------------------------------------------
 
@@ -833,6 +858,19 @@ def _sha256(value: str) -> str:
 
 def _too_long(limit: int) -> str:
     return f"error returned from database: value too long for type character varying({limit})"
+
+
+_ASSIGNED_BY_DELETE = (
+    'error returned from database: update or delete on table "users" violates foreign key '
+    'constraint "user_groups_assigned_by_fkey" on table "user_groups"'
+)
+
+
+def _fk_insert(constraint: str) -> str:
+    return (
+        'error returned from database: insert or update on table "user_groups" '
+        f'violates foreign key constraint "{constraint}"'
+    )
 
 
 def _unique(constraint: str) -> str:

@@ -384,6 +384,25 @@ def test_policy_conditions_come_back_in_jsonb_key_order(api: Api, admin_token: s
     assert '"conditions":{"a":{"x":0},"cc":3,"bbb":1}' in response.text
 
 
+def test_assigned_by_references_the_admin(api: Api, keyrunes: KeyrunesEmulator) -> None:
+    """``user_groups.assigned_by REFERENCES users(user_id)`` with no ON DELETE action
+    (migrations/20250908121827_create_groups_and_policies.sql:52): an admin who assigned
+    memberships cannot be deleted, and a token whose user is gone cannot assign."""
+    admin = keyrunes.create_user(groups=("superadmin", "users"))
+    token = api.login_user(admin)
+    created = api.post("/api/admin/user", token=token, json=user_payload(organization_id=1))
+    assert created.status_code == 201
+    root = api.login_user(keyrunes.create_user(groups=("superadmin",)))
+    blocked = api.delete(f"/api/admin/users/{admin.user_id}", token=root)
+    assert_plain(blocked, 500, 'constraint "user_groups_assigned_by_fkey" on table "user_groups"')
+    ghost = keyrunes.issue_token(admin, sub="999", groups=["superadmin"])
+    orphaned = api.post("/api/admin/user", token=ghost, json=user_payload(organization_id=1))
+    assert_plain(orphaned, 400, 'violates foreign key constraint "user_groups_assigned_by_fkey"')
+    # The INSERT happened before the membership failed (no transaction).
+    listed = api.get("/api/admin/users", token=root).json()
+    assert any(u["groups"] == [] for u in listed)
+
+
 # -- item 10: which error wins ---------------------------------------------------------------
 
 
