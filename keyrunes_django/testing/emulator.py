@@ -345,6 +345,7 @@ class _QuietHandler(WSGIRequestHandler):
             self.send_header("Content-Length", str(len(data)))
         if self.headers.get("Connection", "").lower() == "close":
             self.close_connection = True
+            self.send_header("Connection", "close")
         self._headers_buffer.append(b"\r\n")
         if method != "HEAD" and not bodyless:
             self._headers_buffer.append(data)

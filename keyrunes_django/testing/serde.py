@@ -191,6 +191,9 @@ class _Reader:
         self.data = data
         self.i = 0
         self.depth = 0
+        # serde_json skips unknown fields with ``ignore_value``: no depth limit, no
+        # number range, no UTF-8 or surrogate checks.
+        self.ignoring = False
 
     # -- positions ---------------------------------------------------------
 
@@ -257,7 +260,7 @@ class _Reader:
 
     def _utf8(self, chunk: bytes) -> str:
         try:
-            return chunk.decode("utf-8")
+            return chunk.decode("utf-8", "replace" if self.ignoring else "strict")
         except UnicodeDecodeError:
             raise self.error("invalid unicode code point") from None
 
@@ -271,6 +274,8 @@ class _Reader:
         if code != ord("u"):
             raise self.error("invalid escape")
         first = self._hex4()
+        if self.ignoring:
+            return "\ufffd"
         if 0xDC00 <= first <= 0xDFFF:
             raise self.error("lone leading surrogate in hex escape")
         if not 0xD800 <= first <= 0xDBFF:
@@ -343,7 +348,7 @@ class _Reader:
             if not positive and value <= -I64_MIN:
                 return _Number("i64", -value)
         result = float(text)
-        if result in (float("inf"), float("-inf")):
+        if result in (float("inf"), float("-inf")) and not self.ignoring:
             raise self.error("number out of range")
         return _Number("f64", -result if not positive else result)
 
@@ -390,8 +395,8 @@ class _Reader:
 
     def _container(self, close: bytes, items: Any) -> Any:
         self.depth += 1
-        if self.depth > _RECURSION_LIMIT:
-            raise self.error("recursion limit exceeded")
+        if self.depth >= _RECURSION_LIMIT and not self.ignoring:
+            raise self.peek_error("recursion limit exceeded")
         self.i += 1
         value = items()
         self.depth -= 1
@@ -525,8 +530,8 @@ class _Reader:
         if byte != ord("["):
             raise self.invalid_type(byte, "a sequence")
         self.depth += 1
-        if self.depth > _RECURSION_LIMIT:
-            raise self.error("recursion limit exceeded")
+        if self.depth >= _RECURSION_LIMIT:
+            raise self.peek_error("recursion limit exceeded")
         self.i += 1
         values: list[str] = []
         while self.next_element(not values):
@@ -664,11 +669,14 @@ def _visit_map(reader: _Reader, spec: Sequence[tuple[str, str]]) -> dict[str, An
             found[key] = _field(reader, key, kinds[key])
         else:
             reader.colon()
+            reader.ignoring = True
             try:
                 reader.any()
             except _Error as exc:
                 exc.path = exc.path or key
                 raise
+            finally:
+                reader.ignoring = False
     for name, kind in spec:
         if name not in found:
             found[name] = _missing(name, kind)

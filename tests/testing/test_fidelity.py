@@ -638,3 +638,34 @@ def test_connections_are_kept_alive(keyrunes: KeyrunesEmulator) -> None:
     )
     assert connection.getresponse().status == 422
     assert len(ports) == 1
+
+
+def test_chunked_request_bodies_keep_the_connection_usable(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    """hyper reads chunked request bodies; the next request on the connection still parses."""
+    connection = http.client.HTTPConnection(keyrunes.host, keyrunes.port, timeout=5)
+    body = json.dumps(
+        {"identity": keyrunes_user.email, "password": keyrunes_user.password, "namespace": "public"}
+    ).encode()
+    connection.request(
+        "POST",
+        "/api/login",
+        body=iter([body[:10], body[10:]]),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    response = connection.getresponse()
+    assert response.status == 200
+    assert "token" in json.loads(response.read())
+    connection.request("GET", "/api/health/live")
+    assert connection.getresponse().status == 200
+
+
+def test_connection_close_is_honoured(keyrunes: KeyrunesEmulator) -> None:
+    connection = http.client.HTTPConnection(keyrunes.host, keyrunes.port, timeout=5)
+    connection.request("GET", "/api/health/live", headers={"Connection": "close"})
+    response = connection.getresponse()
+    assert response.status == 200
+    response.read()
+    assert response.will_close
