@@ -290,7 +290,8 @@ class _QuietHandler(WSGIRequestHandler):
         body = self._read_body()
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        environ.pop("wsgi.input_terminated", None)
+        # The body is complete (a chunked one is decoded already): read it to its end.
+        environ["wsgi.input_terminated"] = True
         app = self.server.app
         started: list[Any] = []
 
