@@ -8,4 +8,5 @@ if [ ! -x .venv/bin/python ]; then
   bash scripts/bootstrap.sh
 fi
 .venv/bin/python benchmarks/bench_sync_users.py  # bulk user sync vs one by one (>= 10x)
+.venv/bin/python benchmarks/bench_emulator.py  # emulator login and /api/me per second with keep-alive, seeding 10k users
 exec .venv/bin/python benchmarks/bench_request_auth.py "$@"

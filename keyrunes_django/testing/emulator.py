@@ -23,9 +23,12 @@ defaults to ``"public"`` everywhere; ``username`` defaults to the email's local 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -35,11 +38,16 @@ from os import PathLike
 from types import TracebackType
 from typing import Any
 
-import jwt
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from keyrunes_django.testing import factories
-from keyrunes_django.testing.app import DEFAULT_JWT_SECRET, ISSUER, TOKEN_LIFETIME, KeyrunesApp
+from keyrunes_django.testing.app import (
+    DEFAULT_JWT_SECRET,
+    ISSUER,
+    TOKEN_LIFETIME,
+    KeyrunesApp,
+    encode_jwt,
+)
 from keyrunes_django.testing.faults import FaultInjector, RequestLog, RequestRecord
 from keyrunes_django.testing.state import (
     DEFAULT_NAMESPACE,
@@ -258,7 +266,91 @@ def load_seed(path: str | PathLike[str]) -> dict[str, Any]:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log on stderr: tests make thousands of requests."""
+    """HTTP/1.1 with keep-alive, as hyper serves the real server.
+
+    Werkzeug's own handler closes every connection; this one reads each request
+    body completely, answers with a ``Content-Length`` and keeps the connection
+    open unless the client asks to close it. No access log on stderr.
+    """
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in one write; no Nagle delay on a kept-alive socket.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def run_wsgi(self) -> None:
+        environ = self.make_environ()
+        # http.server collapses a leading "//" in self.path; routing needs the target as sent.
+        words = self.requestline.split()
+        if len(words) == 3:
+            environ["REQUEST_URI"] = environ["RAW_URI"] = words[1]
+        body = self._read_body()
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        # The body is complete (a chunked one is decoded already): read it to its end.
+        environ["wsgi.input_terminated"] = True
+        app = self.server.app
+        started: list[Any] = []
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            started[:] = [status, headers]
+            return lambda data: None
+
+        try:
+            result = app(environ, start_response)
+            try:
+                data = b"".join(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except ConnectionError:
+            self.close_connection = True
+            return
+        except Exception:  # a bug in the emulator: answer like a crashed handler
+            logger.exception("keyrunes emulator: unhandled error")
+            self.close_connection = True
+            started = ["500 Internal Server Error", [("Content-Type", "text/plain")]]
+            data = b"Internal Server Error"
+        self._send(started[0], started[1], data, environ["REQUEST_METHOD"])
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = self.headers.get("Content-Length")
+        return self.rfile.read(int(length)) if length and length.isdigit() else b""
+
+    def _send(self, status: str, headers: list[tuple[str, str]], data: bytes, method: str) -> None:
+        code_text, _, reason = status.partition(" ")
+        code = int(code_text)
+        self.send_response_only(code, reason)
+        self.send_header("Date", self.date_time_string())
+        names = {name.lower() for name, _ in headers}
+        for name, value in headers:
+            self.send_header(name, value)
+        bodyless = code in (204, 304) or 100 <= code < 200
+        if "content-length" not in names and not bodyless:
+            self.send_header("Content-Length", str(len(data)))
+        if self.headers.get("Connection", "").lower() == "close":
+            self.close_connection = True
+            self.send_header("Connection", "close")
+        self._headers_buffer.append(b"\r\n")
+        if method != "HEAD" and not bodyless:
+            self._headers_buffer.append(data)
+        self.flush_headers()
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
@@ -578,7 +670,7 @@ class KeyrunesEmulator:
         }
         payload.update(claim_overrides)
         payload = {key: value for key, value in payload.items() if value is not None}
-        return jwt.encode(payload, self.jwt_secret, algorithm="HS256", headers={"typ": "JWT"})
+        return encode_jwt(payload, self.jwt_secret)
 
     def expired_token(self, user: EmulatedUser, *, age: int = TOKEN_LIFETIME + 60) -> str:
         """A token that expired ``age - 3600`` seconds ago."""
