@@ -154,7 +154,8 @@ class TestClaimRules:
         return read(make_token(**{**base, **overrides}))
 
     def check(self, typed: Any, *, at: float | None = None, leeway: float = 10) -> None:
-        check_claim_rules(typed, at=self.NOW if at is None else at, issuer="keyrunes", leeway=leeway)
+        moment = self.NOW if at is None else at
+        check_claim_rules(typed, at=moment, issuer="keyrunes", leeway=leeway)
 
     def test_valid(self) -> None:
         self.check(self.typed())
