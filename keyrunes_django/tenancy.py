@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from keyrunes_django.claims import invalid
 from keyrunes_django.conf import clock, keyrunes_settings, on_settings_changed
+from keyrunes_django.exceptions import ServiceAccountError
 from keyrunes_django.identity import OrganizationPrincipal
 
 __all__ = [
@@ -163,6 +165,25 @@ def service_organization(*, max_age: float | None = None) -> ServiceOrganization
         return memo
 
 
+logger = logging.getLogger("keyrunes_django.auth")
+
+
+def _own_organization(max_age: float | None = None) -> ServiceOrganization | None:
+    # A refused service account, or no organization of this namespace in its
+    # listing, is a configuration problem: keys are refused (fail closed) and
+    # the reason is logged for the operator, never a 500.
+    try:
+        return service_organization(max_age=max_age)
+    except ServiceAccountError as exc:
+        logger.error(
+            "keyrunes cannot establish this service's organization (%s); "
+            "organization keys are refused",
+            exc,
+            extra={"event": "organization_unknown"},
+        )
+        return None
+
+
 #: How old the remembered organization key may be before a key that does not
 #: match it is checked against a fresh one (a rotation elsewhere).
 KEY_RECHECK_AGE = 30.0
@@ -177,7 +198,7 @@ def check_principal(principal: OrganizationPrincipal, key: str) -> OrganizationP
     ``organization_unknown`` (this service's organization is not established)
     and ``scope_mismatch``.
     """
-    own = service_organization()
+    own = _own_organization()
     if own is None:
         raise invalid("organization_unknown")
     if principal.organization_id is not None:
@@ -185,7 +206,7 @@ def check_principal(principal: OrganizationPrincipal, key: str) -> OrganizationP
             raise invalid("scope_mismatch")
         return principal
     if not own.owns_key(key) and clock.now() - own.resolved_at > KEY_RECHECK_AGE:
-        own = service_organization(max_age=0.0) or own
+        own = _own_organization(max_age=0.0) or own
     if not own.owns_key(key):
         raise invalid("scope_mismatch")
     return OrganizationPrincipal(
