@@ -122,7 +122,5 @@ class Tenant:
 def tenant(kr: KeyrunesEmulator, namespace: str, *, groups: tuple[str, ...] = ("users",)) -> Tenant:
     """Create organization ``namespace`` in the emulator, with one user."""
     org = kr.create_organization(f"Company {namespace}", namespace)
-    user = kr.create_user(
-        namespace=namespace, organization_id=org.organization_id, groups=groups
-    )
+    user = kr.create_user(namespace=namespace, organization_id=org.organization_id, groups=groups)
     return Tenant(org, kr.organization_key(org.organization_id), user)

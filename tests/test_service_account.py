@@ -13,13 +13,13 @@ import responses
 from django.test import override_settings
 
 from keyrunes_django.client import reset_client
+from keyrunes_django.conf import clock
 from keyrunes_django.exceptions import (
     AuthenticationFailed,
     KeyrunesUnavailable,
     PermissionDenied,
     ServiceAccountError,
 )
-from keyrunes_django.conf import clock
 from keyrunes_django.service_account import (
     REFRESH_MARGIN,
     admin_call,

@@ -160,9 +160,10 @@ class TestCheckPrincipal:
         assert principal.organization_id == 1
         assert principal.namespace == "public"
         other = tenant(org_service, "company_b")
-        assert reason(
-            check_principal, OrganizationPrincipal(organization_id=None), other.key
-        ) == "scope_mismatch"
+        assert (
+            reason(check_principal, OrganizationPrincipal(organization_id=None), other.key)
+            == "scope_mismatch"
+        )
 
     def test_rotated_key_is_rechecked_after_a_while(
         self, org_service: Any, frozen_clock: FrozenClock
