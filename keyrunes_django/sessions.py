@@ -21,7 +21,6 @@ from keyrunes_django.cache import LocalCache, credential_hash
 from keyrunes_django.claims import token_expiry
 from keyrunes_django.conf import clock, keyrunes_settings, on_settings_changed
 from keyrunes_django.exceptions import AuthenticationFailed, KeyrunesError, MirrorRefused
-from keyrunes_django.identity import VerifiedIdentity
 from keyrunes_django.users import attach_user
 
 __all__ = [
@@ -133,8 +132,11 @@ def refresh_session_token(request: HttpRequest) -> str:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return "skipped"
-    if isinstance(getattr(request, "keyrunes", None), VerifiedIdentity):
-        return "skipped"  # a bearer-token request; its session is not involved
+    if getattr(request, "keyrunes", None) is not None:
+        # A bearer-token or organization-key request: request.user is not the
+        # session's user, so the session is not involved (comparing the two
+        # would log the session out).
+        return "skipped"
     token = get_session_token(request)
     expiry = get_session_token_expiry(request)
     if token is None or expiry is None:
