@@ -664,6 +664,17 @@ class TestSessionRefresh:
         client.get("/whoami/", **bearer(kr.issue_token(keyrunes_user)))
         assert kr.requests_to("/api/refresh-token") == 0
 
+    def test_organization_key_requests_skip_refresh(
+        self, svc: Any, client: Client, keyrunes_user: Any
+    ) -> None:
+        # A browser session and an organization key on one request: the key's
+        # OrganizationUser is not the session's user, and the session survives.
+        _login_with_token(client, svc, keyrunes_user, expires_in=60)
+        body = client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=svc.organization_key(1)).json()
+        assert body["user"] == "organization:1"
+        assert svc.requests_to("/api/refresh-token") == 0
+        assert client.get("/whoami/").json()["user"] == keyrunes_user.username
+
     def test_local_user_without_token(self, kr: Any, client: Client) -> None:
         client.force_login(get_user_model().objects.create_user(username="local"))
         client.get("/whoami/")
