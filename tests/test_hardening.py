@@ -409,6 +409,17 @@ class TestExemptPaths:
         assert response.status_code == 200
         assert response.json()["authenticated"] is False
 
+    def test_refused_token_never_falls_back_to_the_session_user(
+        self, exempting: Any, client: Client
+    ) -> None:
+        # "Proceeds unauthenticated" holds with a session cookie too: the request
+        # presented a credential that was refused, so it is nobody.
+        client.force_login(get_user_model().objects.create_user(username="session-user"))
+        assert get(client, "/health/").json()["user"] == "session-user"
+        response = get(client, "/health/", **bearer("a.b.c"))
+        assert response.status_code == 200
+        assert response.json()["authenticated"] is False
+
     def test_valid_token_still_authenticates_there(
         self, exempting: Any, client: Client, keyrunes_user: Any
     ) -> None:
