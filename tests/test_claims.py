@@ -62,6 +62,11 @@ class TestParse:
     def test_garbage_is_malformed(self, token: str) -> None:
         assert reason(parse, token) == "malformed"
 
+    @pytest.mark.parametrize("signature", ["", "c2ln=", "c"])
+    def test_bad_signature_segment_is_malformed(self, signature: str) -> None:
+        head, body, _ = make_token().split(".")
+        assert reason(parse, f"{head}.{body}.{signature}") == "malformed"
+
     def test_invalid_utf8_is_malformed(self) -> None:
         payload = b'{"sub": "' + bytes([255]) + b'"}'
         token = f"{b64(HEADER)}.{b64(payload)}.c2ln"
