@@ -23,8 +23,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from keyrunes_django.claims import invalid
 from keyrunes_django.conf import clock, keyrunes_settings, on_settings_changed
+from keyrunes_django.credentials import invalid
 from keyrunes_django.exceptions import ServiceAccountError
 from keyrunes_django.identity import OrganizationPrincipal
 
