@@ -94,14 +94,18 @@ def parse(token: str) -> ParsedToken:
     try:
         header = _json_object(_b64decode(parts[0]))
         payload = _json_object(_b64decode(parts[1]))
-        signature = _b64decode(parts[2])
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise invalid("malformed") from None
+    # Before the signature: an unsigned "alg": "none" token is a bad algorithm.
     if header.get("alg") != ALGORITHM:
         raise invalid("bad_algorithm")
     if "crit" in header:
         # No JWS extension is understood here, so any critical one must be refused.
         raise invalid("unsupported_header")
+    try:
+        signature = _b64decode(parts[2])
+    except (ValueError, binascii.Error):
+        raise invalid("malformed") from None
     signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
     return ParsedToken(header, payload, signing_input, signature)
 

@@ -170,6 +170,9 @@ class KeyrunesAuthenticationMiddleware(_Middleware):
     ) -> HttpResponse | None:
         """The answer to a refusal or an outage (None: go on unauthenticated)."""
         if is_exempt(request):
+            # Unauthenticated, not the session's user: a refused credential
+            # never falls back to another identity.
+            attach_user(request, AnonymousUser())
             return None
         if isinstance(exc, InvalidToken):
             return unauthorized_response(

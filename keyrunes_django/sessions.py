@@ -154,7 +154,10 @@ def refresh_session_token(request: HttpRequest) -> str:
     if user is None or not user.is_authenticated:
         return "skipped"
     if getattr(request, "keyrunes", None) is not None:
-        return "skipped"  # a bearer-token or org-key request; its session is not involved
+        # A bearer-token or organization-key request: request.user is not the
+        # session's user, so the session is not involved (comparing the two
+        # would log the session out).
+        return "skipped"
     token = get_session_token(request)
     expiry = get_session_token_expiry(request)
     if token is None or expiry is None:

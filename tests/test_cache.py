@@ -1,7 +1,10 @@
-"""The verification cache: LRU bounds, shared records, single-flight, stale-if-error."""
+"""The verification cache: LRU bounds, sealed shared records, single-flight, stale-if-error."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -11,9 +14,24 @@ from typing import Any
 import pytest
 from django.core.cache import caches
 
-from keyrunes_django import cache, signals
+from keyrunes_django.cache import (
+    STALE_RETRY_INTERVAL,
+    CacheEntry,
+    CachePolicy,
+    LocalCache,
+    SharedCache,
+    SingleFlight,
+    VerificationCache,
+    credential_hash,
+    identity_from_dict,
+    identity_to_dict,
+    principal_from_dict,
+    principal_to_dict,
+)
 from keyrunes_django.exceptions import InvalidToken, KeyrunesUnavailable
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
+from keyrunes_django.tokens import get_authenticator
+from tests.conftest import FrozenClock
 
 IDENTITY = VerifiedIdentity(
     user_id=7,
@@ -29,34 +47,39 @@ IDENTITY = VerifiedIdentity(
     payload={"user_id": 7, "groups": ["users", "admin"]},
 )
 
+POLICY = CachePolicy(ttl=300, negative_ttl=30, stale_if_error=120)
+SIGNING_KEY = b"s" * 32
+
+
+def shared_cache(prefix: str = "keyrunes:test", key: bytes = SIGNING_KEY) -> SharedCache:
+    return SharedCache("default", prefix, key)
+
+
+def new_process(shared: SharedCache | None = None) -> VerificationCache:
+    """What one process holds: an empty LRU in front of the shared cache."""
+    return VerificationCache(POLICY, 100, shared or shared_cache())
+
 
 @pytest.fixture(autouse=True)
 def _settings(settings: Any) -> Iterator[None]:
-    settings.KEYRUNES = {
-        "BASE_URL": "http://127.0.0.1:9",
-        "CACHE_TTL": 300,
-        "NEGATIVE_CACHE_TTL": 30,
-        "STALE_IF_ERROR": 120,
-        "LOCAL_CACHE_SIZE": 100,
-    }
+    settings.KEYRUNES = {"BASE_URL": "http://127.0.0.1:9", "LOCAL_CACHE_SIZE": 100}
     caches["default"].clear()
     yield
     caches["default"].clear()
 
 
-class Clock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.value = start
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
+    from keyrunes_django.conf import clock as package_clock
 
-    def __call__(self) -> float:
-        return self.value
+    frozen = FrozenClock(1_000_000.0)
+    monkeypatch.setattr(package_clock, "now", frozen)
+    return frozen
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock()
-    monkeypatch.setattr(cache, "now", c)
-    return c
+def state() -> VerificationCache:
+    return new_process()
 
 
 class Counter:
@@ -76,20 +99,16 @@ class Counter:
 
 
 def test_credential_hash_is_sha256() -> None:
-    import hashlib
-
-    digest = cache.credential_hash("secret-token")
+    digest = credential_hash("secret-token")
     assert digest == hashlib.sha256(b"secret-token").hexdigest()
     assert "secret" not in digest
 
 
 class TestSerialisation:
     def test_identity_roundtrip(self) -> None:
-        data = cache.identity_to_dict(IDENTITY)
-        import json
-
+        data = identity_to_dict(IDENTITY)
         json.dumps(data)  # plain data only
-        back = cache.identity_from_dict(data)
+        back = identity_from_dict(data)
         assert back == IDENTITY
         assert back.payload == IDENTITY.payload
         assert back.expires_at == IDENTITY.expires_at
@@ -98,33 +117,101 @@ class TestSerialisation:
         bare = VerifiedIdentity(
             user_id=1, username="u", email="e", namespace="public", organization_id=1
         )
-        assert cache.identity_from_dict(cache.identity_to_dict(bare)) == bare
+        assert identity_from_dict(identity_to_dict(bare)) == bare
 
     def test_principal_roundtrip(self) -> None:
         for principal in (
             OrganizationPrincipal(organization_id=2, name="Company X"),
             OrganizationPrincipal(organization_id=None),
         ):
-            assert cache.principal_from_dict(cache.principal_to_dict(principal)) == principal
+            assert principal_from_dict(principal_to_dict(principal)) == principal
+
+
+class TestSealedRecords:
+    """Shared records are MAC'd JSON strings bound to their cache key."""
+
+    def stored(self, shared: SharedCache, digest: str = "d") -> Any:
+        return caches["default"].get(shared.key("token", digest))
+
+    def test_record_is_a_sealed_string(self, clock: FrozenClock, state: VerificationCache) -> None:
+        state.lookup("token", "d", Counter(), shared=True)
+        stored = self.stored(state.shared)
+        assert isinstance(stored, str)
+        mac, body = stored.split(".", 1)
+        assert len(mac) == 64
+        record = json.loads(body)
+        assert record["value"]["username"] == "alice"
+        assert "d" not in record["value"].values()
+        assert state.shared.unseal(state.shared.key("token", "d"), stored) == record
 
     @pytest.mark.parametrize(
         "record",
         [
-            None,
-            "junk",
             {"v": 999},
             {"v": 1, "stored_at": 1.0},
-            {"v": 1, "value": {}, "stored_at": 1},
+            {"v": 2, "value": {}, "stored_at": 1},
+            {"v": 2, "stored_at": "x", "fresh_until": 1, "stale_until": 1, "reason": "r"},
+            {"v": 2, "stored_at": 1, "fresh_until": 2, "stale_until": 2, "value": {"user_id": 1}},
         ],
     )
-    def test_bad_records_are_misses(self, record: Any) -> None:
-        assert cache._from_record("token", record) is None
+    def test_authentic_but_unusable_records_are_misses(self, record: dict[str, Any]) -> None:
+        shared = shared_cache()
+        key = shared.key("token", "d")
+        caches["default"].set(key, shared.seal(key, record))
+        assert shared.get("token", "d") is None
+
+    @pytest.mark.parametrize(
+        "stored", [None, "junk", "no-dot", {"v": 2}, 12, "0" * 64 + ".[1, 2]", "0" * 64 + ".{"]
+    )
+    def test_unsealed_values_are_misses(self, stored: Any) -> None:
+        shared = shared_cache()
+        key = shared.key("token", "d")
+        if stored is not None:
+            caches["default"].set(key, stored)
+        assert shared.get("token", "d") is None
+
+    @pytest.mark.parametrize("body", ["[1, 2]", "{", '"text"'])
+    def test_authentic_non_object_is_a_miss(self, body: str) -> None:
+        # A MAC over the key and the body, as the record format states, but no JSON object.
+        shared = shared_cache()
+        key = shared.key("token", "d")
+        mac = hmac.new(SIGNING_KEY, f"{key}\n{body}".encode(), hashlib.sha256).hexdigest()
+        assert shared.unseal(key, f"{mac}.{body}") is None
+        assert shared.unseal(key, shared.seal(key, {"a": 1})) == {"a": 1}
+
+    def test_record_without_the_signing_key_is_ignored(
+        self, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        writer = new_process(shared_cache(key=b"not-the-key" * 3))
+        writer.lookup("token", "d", Counter(), shared=True)
+        reader = new_process()
+        compute = Counter()
+        with caplog.at_level("WARNING", logger="keyrunes_django.auth"):
+            reader.lookup("token", "d", compute, shared=True)
+        assert compute.calls == 1
+        assert any(getattr(r, "event", "") == "cache_forgery" for r in caplog.records)
+
+    def test_record_copied_under_another_key_is_ignored(self, clock: FrozenClock) -> None:
+        state = new_process()
+        state.lookup("token", "d1", Counter(), shared=True)
+        shared = state.shared
+        caches["default"].set(shared.key("token", "d2"), self.stored(shared, "d1"))
+        caches["default"].set(shared.key("orgkey", "d1"), self.stored(shared, "d1"))
+        assert shared.get("token", "d2") is None
+        assert shared.get("orgkey", "d1") is None
+        assert shared.get("token", "d1") is not None
+
+    def test_prefixes_keep_services_apart(self, clock: FrozenClock) -> None:
+        new_process(shared_cache(prefix="keyrunes:a")).lookup("token", "d", Counter(), shared=True)
+        compute = Counter()
+        new_process(shared_cache(prefix="keyrunes:b")).lookup("token", "d", compute, shared=True)
+        assert compute.calls == 1
 
 
 class TestLocalCache:
     def test_bounded_lru(self) -> None:
-        lru = cache.LocalCache(3)
-        entry = cache.CacheEntry(value=None, stored_at=0, fresh_until=1, stale_until=1)
+        lru: LocalCache[CacheEntry] = LocalCache(3)
+        entry = CacheEntry(value=None, stored_at=0, fresh_until=1, stale_until=1)
         for key in "abc":
             lru.set(key, entry)
         assert lru.get("a") is entry  # a becomes most recent
@@ -138,13 +225,13 @@ class TestLocalCache:
         assert len(lru) == 0
 
     def test_size_zero_disables(self) -> None:
-        lru = cache.LocalCache(0)
-        lru.set("a", cache.CacheEntry(value=None, stored_at=0, fresh_until=1, stale_until=1))
+        lru: LocalCache[CacheEntry] = LocalCache(0)
+        lru.set("a", CacheEntry(value=None, stored_at=0, fresh_until=1, stale_until=1))
         assert lru.get("a") is None
 
     def test_many_keys_stay_bounded_under_threads(self) -> None:
-        lru = cache.LocalCache(50)
-        entry = cache.CacheEntry(value=None, stored_at=0, fresh_until=1, stale_until=1)
+        lru: LocalCache[CacheEntry] = LocalCache(50)
+        entry = CacheEntry(value=None, stored_at=0, fresh_until=1, stale_until=1)
 
         def work(n: int) -> None:
             for i in range(2000):
@@ -161,7 +248,7 @@ class TestLocalCache:
 
 class TestSingleFlight:
     def test_one_call_for_concurrent_callers(self) -> None:
-        flight = cache.SingleFlight()
+        flight = SingleFlight()
         started = threading.Event()
         release = threading.Event()
         calls: list[int] = []
@@ -191,7 +278,7 @@ class TestSingleFlight:
         assert len(flight) == 0
 
     def test_errors_are_shared(self) -> None:
-        flight = cache.SingleFlight()
+        flight = SingleFlight()
         release = threading.Event()
         entered = threading.Event()
 
@@ -220,7 +307,7 @@ class TestSingleFlight:
         assert len(errors) == 2
 
     def test_follower_times_out(self) -> None:
-        flight = cache.SingleFlight()
+        flight = SingleFlight()
         release = threading.Event()
         entered = threading.Event()
 
@@ -239,8 +326,9 @@ class TestSingleFlight:
 
 
 class TestLookup:
-    def test_positive_ttl_is_min_of_setting_and_expiry(self, clock: Clock) -> None:
-        state = cache.get_state()
+    def test_positive_ttl_is_min_of_setting_and_expiry(
+        self, clock: FrozenClock, state: VerificationCache
+    ) -> None:
         compute = Counter(expires_at=clock.value + 60)
         entry = state.lookup("token", "d1", compute, shared=True)
         assert entry.value == IDENTITY
@@ -251,8 +339,7 @@ class TestLookup:
         assert entry2.fresh_until == clock.value + 300
         assert entry2.stale_until == clock.value + 300 + 120
 
-    def test_hits_do_not_compute(self, clock: Clock) -> None:
-        state = cache.get_state()
+    def test_hits_do_not_compute(self, clock: FrozenClock, state: VerificationCache) -> None:
         compute = Counter()
         for _ in range(5):
             state.lookup("token", "d", compute, shared=True)
@@ -261,47 +348,54 @@ class TestLookup:
         state.lookup("token", "d", compute, shared=True)
         assert compute.calls == 2
 
-    def test_shared_cache_holds_plain_dicts(self, clock: Clock) -> None:
-        state = cache.get_state()
-        state.lookup("token", "d", Counter(), shared=True)
-        record = caches["default"].get(state.shared.key("token", "d"))
-        assert isinstance(record, dict)
-        assert record["value"]["username"] == "alice"
-        assert "d" not in record["value"].values()
+    def test_shared_record_lives_until_stale_end(
+        self, clock: FrozenClock, state: VerificationCache, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        timeouts: list[Any] = []
+        backend = caches["default"]
+        real_set = backend.set
 
-    def test_other_process_hits_shared_cache(self, clock: Clock) -> None:
-        cache.get_state().lookup("token", "d", Counter(), shared=True)
-        cache.clear_caches()  # a fresh process: empty LRU, same shared cache
+        def recording_set(key: str, value: Any, timeout: Any = None) -> None:
+            timeouts.append(timeout)
+            real_set(key, value, timeout)
+
+        monkeypatch.setattr(backend, "set", recording_set)
+        state.lookup("token", "d", Counter(), shared=True)
+        assert timeouts == [300 + 120]
+
+    def test_other_process_hits_shared_cache(self, clock: FrozenClock) -> None:
+        new_process().lookup("token", "d", Counter(), shared=True)
         compute = Counter()
-        entry = cache.get_state().lookup("token", "d", compute, shared=True)
+        entry = new_process().lookup("token", "d", compute, shared=True)
         assert compute.calls == 0
         assert entry.value == IDENTITY
 
-    def test_local_only(self, clock: Clock) -> None:
-        state = cache.get_state()
+    def test_local_only(self, clock: FrozenClock, state: VerificationCache) -> None:
         state.lookup("token", "d", Counter(), shared=False)
         assert caches["default"].get(state.shared.key("token", "d")) is None
 
-    def test_negative_cached_for_negative_ttl(self, clock: Clock) -> None:
-        state = cache.get_state()
+    def test_negative_cached_for_negative_ttl(
+        self, clock: FrozenClock, state: VerificationCache
+    ) -> None:
         compute = Counter()
         compute.error = InvalidToken("nope", reason="rejected")
         entry = state.lookup("token", "d", compute, shared=True)
         assert entry.reason == "rejected"
-        with pytest.raises(InvalidToken):
+        with pytest.raises(InvalidToken) as info:
             entry.raise_if_refused()
+        assert info.value.message == "nope"
         state.lookup("token", "d", compute, shared=True)
         assert compute.calls == 1
         clock.value += 31
         state.lookup("token", "d", compute, shared=True)
         assert compute.calls == 2
-        cache.clear_caches()
-        again = cache.get_state().lookup("token", "d", compute, shared=True)
+        again = new_process().lookup("token", "d", compute, shared=True)
         assert again.reason == "rejected"
         assert compute.calls == 2  # from the shared cache
 
-    def test_stale_if_error_window_then_503(self, clock: Clock) -> None:
-        state = cache.get_state()
+    def test_stale_if_error_window_then_503(
+        self, clock: FrozenClock, state: VerificationCache
+    ) -> None:
         compute = Counter()
         start = clock.value
         state.lookup("token", "d", compute, shared=True)
@@ -316,7 +410,7 @@ class TestLookup:
         # Re-served from memory for a few seconds without retrying.
         state.lookup("token", "d", compute, shared=True)
         assert compute.calls == 2
-        clock.value += cache.STALE_RETRY_INTERVAL + 0.1
+        clock.value += STALE_RETRY_INTERVAL + 0.1
         state.lookup("token", "d", compute, shared=True, on_stale=stale_calls.append)
         assert compute.calls == 3
 
@@ -324,30 +418,40 @@ class TestLookup:
         with pytest.raises(KeyrunesUnavailable):
             state.lookup("token", "d", compute, shared=True)
 
-    def test_stale_from_shared_cache(self, clock: Clock) -> None:
+    def test_refusals_are_never_served_stale(
+        self, clock: FrozenClock, state: VerificationCache
+    ) -> None:
         compute = Counter()
-        cache.get_state().lookup("token", "d", compute, shared=True)
-        cache.clear_caches()
+        compute.error = InvalidToken("nope", reason="rejected")
+        state.lookup("token", "d", compute, shared=True)
+        clock.value += 31
+        compute.error = KeyrunesUnavailable("down")
+        with pytest.raises(KeyrunesUnavailable):
+            state.lookup("token", "d", compute, shared=True)
+
+    def test_stale_from_shared_cache(self, clock: FrozenClock) -> None:
+        compute = Counter()
+        new_process().lookup("token", "d", compute, shared=True)
         clock.value += 350
         compute.error = KeyrunesUnavailable("down")
-        entry = cache.get_state().lookup("token", "d", compute, shared=True)
+        entry = new_process().lookup("token", "d", compute, shared=True)
         assert entry.value == IDENTITY
 
-    def test_recovery_after_outage(self, clock: Clock) -> None:
-        state = cache.get_state()
+    def test_recovery_after_outage(self, clock: FrozenClock, state: VerificationCache) -> None:
         compute = Counter()
         state.lookup("token", "d", compute, shared=True)
         clock.value += 301
         compute.error = KeyrunesUnavailable("down")
         state.lookup("token", "d", compute, shared=True)
         compute.error = None
-        clock.value += cache.STALE_RETRY_INTERVAL + 1
+        clock.value += STALE_RETRY_INTERVAL + 1
         entry = state.lookup("token", "d", compute, shared=True)
         assert entry.stored_at == clock.value
         assert entry.is_fresh(clock.value + 299)
 
-    def test_single_flight_under_threads(self, clock: Clock) -> None:
-        state = cache.get_state()
+    def test_single_flight_under_threads(
+        self, clock: FrozenClock, state: VerificationCache
+    ) -> None:
         release = threading.Event()
         calls: list[int] = []
 
@@ -372,7 +476,7 @@ class TestLookup:
         assert results == [IDENTITY] * 10
 
     def test_shared_cache_failure_is_a_miss(
-        self, clock: Clock, monkeypatch: pytest.MonkeyPatch
+        self, clock: FrozenClock, state: VerificationCache, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         class Broken:
             def get(self, *a: Any, **k: Any) -> Any:
@@ -380,8 +484,7 @@ class TestLookup:
 
             set = delete = get
 
-        state = cache.get_state()
-        monkeypatch.setattr(cache.SharedCache, "backend", property(lambda self: Broken()))
+        monkeypatch.setattr(SharedCache, "backend", property(lambda self: Broken()))
         compute = Counter()
         entry = state.lookup("token", "d", compute, shared=True)
         assert entry.value == IDENTITY
@@ -389,45 +492,51 @@ class TestLookup:
         state.lookup("token", "d", compute, shared=True)
         assert compute.calls == 2
 
-    def test_settings_change_clears_local_layer(self, clock: Clock, settings: Any) -> None:
-        state = cache.get_state()
-        state.lookup("token", "d", Counter(), shared=False)
+    def test_forget_drops_both_layers(self, clock: FrozenClock, state: VerificationCache) -> None:
+        state.lookup("token", "d", Counter(), shared=True)
+        state.forget("token", "d")
+        assert state.peek("token", "d") is None
+        assert caches["default"].get(state.shared.key("token", "d")) is None
+
+    def test_settings_change_clears_local_layer(self, clock: FrozenClock, settings: Any) -> None:
+        before = get_authenticator()
+        before.cache.lookup("token", "d", Counter(), shared=False)
         settings.KEYRUNES = {"BASE_URL": "http://127.0.0.1:9", "LOCAL_CACHE_SIZE": 5}
-        fresh = cache.get_state()
-        assert fresh is not state
-        assert fresh.local.maxsize == 5
-        assert fresh.peek("token", "d") is None
+        fresh = get_authenticator()
+        assert fresh is not before
+        assert fresh.cache.local.maxsize == 5
+        assert fresh.cache.peek("token", "d") is None
 
 
-def test_auth_service_error_signal_payload_has_no_secret() -> None:
+def test_auth_service_error_signal_payload_has_no_secret(
+    service_errors: list[dict[str, Any]],
+) -> None:
     # Documented kwargs only: the signal never carries the credential.
-    seen: list[dict[str, Any]] = []
-
-    def receiver(**kwargs: Any) -> None:
-        seen.append(kwargs)
-
-    signals.auth_service_error.connect(receiver)
-    try:
-        from keyrunes_django.tokens import _service_error
-
-        _service_error(KeyrunesUnavailable("down"), "verify_token", None, served_stale=True)
-    finally:
-        signals.auth_service_error.disconnect(receiver)
-    assert seen[0]["served_stale"] is True
-    assert seen[0]["operation"] == "verify_token"
+    get_authenticator().report_outage(
+        KeyrunesUnavailable("down"), "verify_token", None, served_stale=True
+    )
+    assert service_errors[0]["served_stale"] is True
+    assert service_errors[0]["operation"] == "verify_token"
+    assert set(service_errors[0]) == {
+        "signal",
+        "sender",
+        "error",
+        "operation",
+        "request",
+        "served_stale",
+    }
 
 
 def test_queued_caller_reuses_the_finished_answer(
-    clock: Clock, monkeypatch: pytest.MonkeyPatch
+    clock: FrozenClock, state: VerificationCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A caller that missed the cache, then queued behind a leader that has
     # finished in between, takes the leader's answer instead of computing again.
-    state = cache.get_state()
     state.lookup("token", "d", Counter(), shared=False)
     real_get = state.local.get
     misses = [True]
 
-    def get_once_missing(key: str) -> cache.CacheEntry | None:
+    def get_once_missing(key: str) -> CacheEntry | None:
         if misses:
             misses.pop()
             return None

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
-from django.core.cache import caches
 from django.urls import path
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
@@ -23,8 +21,13 @@ from keyrunes_django.drf.authentication import (
     ServiceUnavailable,
 )
 from keyrunes_django.identity import OrganizationPrincipal
+from tests.factories import UNKNOWN_KEY
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.test_drf_authentication")]
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.urls("tests.test_drf_authentication"),
+    pytest.mark.usefixtures("clean_caches"),
+]
 
 
 class WhoAmI(APIView):
@@ -60,13 +63,6 @@ urlpatterns = [
     path("api/staff/", StaffOnly.as_view()),
     path("api/open/", Open.as_view()),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _empty_shared_cache() -> Iterator[None]:
-    caches["default"].clear()
-    yield
-    caches["default"].clear()
 
 
 @pytest.fixture
@@ -177,24 +173,35 @@ class TestToken:
 
 @pytest.mark.parametrize("quirks", [False, True], ids=["default", "server_quirks"])
 class TestOrganizationKey:
-    def test_valid(self, keyrunes: Any, api: APIClient, quirks: bool) -> None:
-        keyrunes.server_quirks = quirks
-        response = api.get("/api/whoami/", HTTP_X_ORGANIZATION_KEY=keyrunes.organization_key(1))
+    def test_valid(self, org_service: Any, api: APIClient, quirks: bool) -> None:
+        org_service.server_quirks = quirks
+        key = org_service.organization_key(1)
+        response = api.get("/api/whoami/", HTTP_X_ORGANIZATION_KEY=key)
         assert response.status_code == 200
+        # Under quirks the organization comes from the admin listing's key.
         assert response.json() == {
-            "user": "organization:unknown" if quirks else "organization:1",
+            "user": "organization:1",
             "auth": "OrganizationPrincipal",
-            "organization_id": None if quirks else 1,
+            "organization_id": 1,
         }
 
     def test_invalid(self, keyrunes: Any, api: APIClient, quirks: bool) -> None:
         keyrunes.server_quirks = quirks
-        response = api.get(
-            "/api/org-first/", HTTP_X_ORGANIZATION_KEY="00000000-0000-4000-8000-000000000000"
-        )
+        response = api.get("/api/org-first/", HTTP_X_ORGANIZATION_KEY=UNKNOWN_KEY)
         assert response.status_code == 401
         assert response["WWW-Authenticate"].startswith("OrganizationKey ")
         assert 'error="invalid_token"' in response["WWW-Authenticate"]
+
+    def test_refused_without_established_organization(
+        self, keyrunes: Any, api: APIClient, quirks: bool
+    ) -> None:
+        keyrunes.server_quirks = quirks
+        response = api.get("/api/org-first/", HTTP_X_ORGANIZATION_KEY=keyrunes.organization_key(1))
+        assert response.status_code == 401
+        assert response.json()["detail"] == (
+            "The organization of this service is not established; organization keys are refused."
+        )
+        assert response["WWW-Authenticate"].startswith("OrganizationKey ")
 
     def test_scope(self, keyrunes: Any, api: APIClient, settings: Any, quirks: bool) -> None:
         keyrunes.server_quirks = quirks
@@ -209,22 +216,32 @@ class TestOrganizationKey:
         assert response.status_code == 401
         assert response.json()["detail"] == "The credential belongs to another organization."
 
-    def test_not_staff(self, keyrunes: Any, api: APIClient, quirks: bool) -> None:
-        keyrunes.server_quirks = quirks
-        response = api.get("/api/staff/", HTTP_X_ORGANIZATION_KEY=keyrunes.organization_key(1))
+    def test_not_staff(self, org_service: Any, api: APIClient, quirks: bool) -> None:
+        org_service.server_quirks = quirks
+        key = org_service.organization_key(1)
+        response = api.get("/api/staff/", HTTP_X_ORGANIZATION_KEY=key)
         assert response.status_code == 403
 
-    def test_outage(self, keyrunes: Any, api: APIClient, quirks: bool) -> None:
-        keyrunes.server_quirks = quirks
-        keyrunes.faults.add(r"^/api/", status=503)
-        response = api.get("/api/whoami/", HTTP_X_ORGANIZATION_KEY=keyrunes.organization_key(1))
+    def test_outage(self, org_service: Any, api: APIClient, quirks: bool) -> None:
+        org_service.server_quirks = quirks
+        org_service.faults.add(r"^/api/", status=503)
+        key = org_service.organization_key(1)
+        response = api.get("/api/whoami/", HTTP_X_ORGANIZATION_KEY=key)
+        assert response.status_code == 503
+
+    def test_admin_listing_outage(self, org_service: Any, api: APIClient, quirks: bool) -> None:
+        # The organization cannot be established during an outage: 503, never a 500.
+        org_service.server_quirks = quirks
+        org_service.faults.add(r"^/api/admin/organizations$", status=503)
+        key = org_service.organization_key(1)
+        response = api.get("/api/whoami/", HTTP_X_ORGANIZATION_KEY=key)
         assert response.status_code == 503
 
 
-def test_org_key_fail_open(keyrunes: Any, api: APIClient, settings: Any) -> None:
+def test_org_key_fail_open(org_service: Any, api: APIClient, settings: Any) -> None:
     settings.KEYRUNES = {**settings.KEYRUNES, "FAIL_OPEN": True}
-    keyrunes.faults.add(r"^/api/", status=503)
-    response = api.get("/api/open/", HTTP_X_ORGANIZATION_KEY=keyrunes.organization_key(1))
+    org_service.faults.add(r"^/api/", status=503)
+    response = api.get("/api/open/", HTTP_X_ORGANIZATION_KEY=org_service.organization_key(1))
     assert response.json()["user"] == "AnonymousUser"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,14 +15,24 @@ from django.http import HttpRequest, JsonResponse
 from django.test import AsyncClient, Client
 from django.urls import path
 
-from keyrunes_django import cache, middleware, signals
+from keyrunes_django import middleware, signals
+from keyrunes_django.cache import credential_hash
+from keyrunes_django.conf import clock
 from keyrunes_django.sessions import (
+    REFRESH_RETRY_INTERVAL,
     SESSION_TOKEN_EXPIRY_KEY,
     SESSION_TOKEN_KEY,
     get_session_token,
 )
+from keyrunes_django.tokens import TokenAuthenticator
+from keyrunes_django.users import OrganizationUser
+from tests.factories import UNKNOWN_KEY, service_account
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.test_middleware")]
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.urls("tests.test_middleware"),
+    pytest.mark.usefixtures("clean_caches"),
+]
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -34,11 +44,19 @@ MIDDLEWARE = [
 ]
 
 
+def _user_name(user: Any) -> str | None:
+    if not user.is_authenticated:
+        return None
+    if isinstance(user, OrganizationUser):
+        return str(user)  # "organization:<id>"
+    return user.get_username()  # type: ignore[no-any-return]
+
+
 def _describe(request: HttpRequest) -> dict[str, Any]:
     principal = request.keyrunes  # type: ignore[attr-defined]
     kind = type(principal).__name__ if principal is not None else None
     return {
-        "user": request.user.get_username() if request.user.is_authenticated else None,
+        "user": _user_name(request.user),
         "kind": kind,
         "organization_id": getattr(principal, "organization_id", None),
     }
@@ -51,7 +69,7 @@ def whoami(request: HttpRequest) -> JsonResponse:
 async def awhoami(request: HttpRequest) -> JsonResponse:
     user = await request.auser()  # type: ignore[attr-defined]
     data = {
-        "user": user.get_username() if user.is_authenticated else None,
+        "user": _user_name(user),
         "kind": type(request.keyrunes).__name__  # type: ignore[attr-defined]
         if request.keyrunes is not None  # type: ignore[attr-defined]
         else None,
@@ -60,15 +78,6 @@ async def awhoami(request: HttpRequest) -> JsonResponse:
 
 
 urlpatterns = [path("whoami/", whoami), path("awhoami/", awhoami)]
-
-
-@pytest.fixture(autouse=True)
-def _empty_shared_cache() -> Iterator[None]:
-    from django.core.cache import caches
-
-    caches["default"].clear()
-    yield
-    caches["default"].clear()  # leave no verified credential to other tests
 
 
 @pytest.fixture
@@ -80,6 +89,13 @@ def kr(keyrunes: Any, settings: Any) -> Any:
 @pytest.fixture
 def remote(kr: Any, settings: Any) -> Any:
     settings.KEYRUNES = {**settings.KEYRUNES, "VERIFICATION_MODE": "remote"}
+    return kr
+
+
+@pytest.fixture
+def svc(kr: Any, settings: Any) -> Any:
+    """A service whose organization (1, ``public``) the service account establishes."""
+    settings.KEYRUNES = {**settings.KEYRUNES, "SERVICE_ACCOUNT": service_account()}
     return kr
 
 
@@ -244,7 +260,7 @@ class TestRefusals:
             client.get("/whoami/", **bearer(token))
         records = [r for r in caplog.records if getattr(r, "event", "") == "credential_rejected"]
         assert records
-        assert records[0].credential_hash == cache.credential_hash(token)  # type: ignore[attr-defined]
+        assert records[0].credential_hash == credential_hash(token)  # type: ignore[attr-defined]
         assert all(token not in r.getMessage() for r in caplog.records)
 
 
@@ -289,13 +305,13 @@ class TestOutage:
         remote.faults.add(r"^/api/me$", status=500)
         seen, receiver = _collect(signals.auth_service_error)
         try:
-            monkeypatch.setattr(cache, "now", lambda: start + ttl + 10)
+            monkeypatch.setattr(clock, "now", lambda: start + ttl + 10)
             response = client.get("/whoami/", **bearer(token))
             assert response.status_code == 200
             assert response.json()["user"] == keyrunes_user.username
             assert seen[-1]["served_stale"] is True
             # The token itself expires after 3600 s; the stale window ends first.
-            monkeypatch.setattr(cache, "now", lambda: start + ttl + stale + 10)
+            monkeypatch.setattr(clock, "now", lambda: start + ttl + stale + 10)
             response = client.get("/whoami/", **bearer(token))
             assert response.status_code == 503
             assert seen[-1]["served_stale"] is False
@@ -331,57 +347,72 @@ class TestOutage:
 @pytest.mark.parametrize("quirks", [False, True], ids=["default", "server_quirks"])
 class TestOrganizationKey:
     @pytest.fixture
-    def org(self, kr: Any, quirks: bool) -> Any:
-        kr.server_quirks = quirks
-        return kr
+    def org(self, svc: Any, quirks: bool) -> Any:
+        svc.server_quirks = quirks
+        return svc
 
     def test_valid_key(self, org: Any, client: Client, quirks: bool) -> None:
         key = org.organization_key(1)
         for _ in range(3):
             body = client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=key).json()
-            assert body["user"] is None
+            # An organization key makes request.user an authenticated OrganizationUser.
+            assert body["user"] == "organization:1"
             assert body["kind"] == "OrganizationPrincipal"
-            assert body["organization_id"] == (None if quirks else 1)
+            # Under quirks the organization comes from the admin listing's key.
+            assert body["organization_id"] == 1
         assert org.requests_to("/api/verify-org-key") == 1
         assert org.requests_to("/api/check-permission") == (1 if quirks else 0)
 
     def test_invalid_key(self, org: Any, client: Client) -> None:
         response = client.get(
-            "/whoami/",
-            HTTP_ACCEPT="application/json",
-            HTTP_X_ORGANIZATION_KEY="00000000-0000-4000-8000-000000000000",
+            "/whoami/", HTTP_ACCEPT="application/json", HTTP_X_ORGANIZATION_KEY=UNKNOWN_KEY
         )
         assert response.status_code == 401
         assert response["WWW-Authenticate"].startswith("OrganizationKey ")
+        assert 'error="invalid_token"' in response["WWW-Authenticate"]
         assert response.json()["reason"] == "invalid_key"
-        client.get("/whoami/", HTTP_X_ORGANIZATION_KEY="00000000-0000-4000-8000-000000000000")
+        client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=UNKNOWN_KEY)
         assert org.requests_to("/api/verify-org-key") == 1  # negative cache
 
     def test_malformed_key_no_network(self, org: Any, client: Client) -> None:
         response = client.get("/whoami/", HTTP_X_ORGANIZATION_KEY="not a key")
         assert response.status_code == 401
+        assert response["WWW-Authenticate"].startswith("OrganizationKey ")
         assert len(org.request_log) == 0
 
-    def test_scope(self, org: Any, client: Client, settings: Any, quirks: bool) -> None:
-        other = org.create_organization("Company X", "company_x")
+    def test_scope(self, kr: Any, client: Client, settings: Any, quirks: bool) -> None:
+        # ORGANIZATION_SCOPE alone (no service account) establishes the organization.
+        kr.server_quirks = quirks
+        other = kr.create_organization("Company X", "company_x")
         settings.KEYRUNES = {**settings.KEYRUNES, "ORGANIZATION_SCOPE": 1}
         own = client.get(
             "/whoami/",
             HTTP_ACCEPT="application/json",
-            HTTP_X_ORGANIZATION_KEY=org.organization_key(1),
+            HTTP_X_ORGANIZATION_KEY=kr.organization_key(1),
         )
         foreign = client.get(
             "/whoami/",
             HTTP_ACCEPT="application/json",
-            HTTP_X_ORGANIZATION_KEY=org.organization_key(other.organization_id),
+            HTTP_X_ORGANIZATION_KEY=kr.organization_key(other.organization_id),
         )
         assert foreign.status_code == 401
         assert foreign.json()["reason"] == "scope_mismatch"
-        if quirks:  # organization unknown -> fail closed
+        if quirks:  # organization not named and no listing to compare with -> fail closed
             assert own.status_code == 401
             assert own.json()["reason"] == "scope_mismatch"
         else:
             assert own.status_code == 200
+
+    def test_without_established_organization(self, kr: Any, client: Client, quirks: bool) -> None:
+        kr.server_quirks = quirks
+        response = client.get(
+            "/whoami/",
+            HTTP_ACCEPT="application/json",
+            HTTP_X_ORGANIZATION_KEY=kr.organization_key(1),
+        )
+        assert response.status_code == 401
+        assert response.json()["reason"] == "organization_unknown"
+        assert response["WWW-Authenticate"].startswith("OrganizationKey ")
 
     def test_outage(self, org: Any, client: Client) -> None:
         org.faults.add(r"^/api/(verify-org-key|check-permission)$", status=503)
@@ -398,12 +429,12 @@ class TestOrganizationKey:
 
 
 class TestOrgKeyProbeAnswers:
-    """The §12.4 probe's less common answers, with the verify route broken (quirks)."""
+    """The check-permission probe's less common answers, with the verify route broken."""
 
     @pytest.fixture
-    def quirky(self, kr: Any) -> Any:
-        kr.server_quirks = True
-        return kr
+    def quirky(self, svc: Any) -> Any:
+        svc.server_quirks = True
+        return svc
 
     @pytest.mark.parametrize(("status", "code"), [(403, 200), (401, 401), (404, 503), (400, 503)])
     def test_probe(self, quirky: Any, client: Client, status: int, code: int) -> None:
@@ -416,19 +447,21 @@ class TestOrgKeyProbeAnswers:
         response = client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=quirky.organization_key(1))
         assert response.status_code in {200, 503}
 
-    def test_stale_if_error(self, kr: Any, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-        key = kr.organization_key(1)
+    def test_stale_if_error(
+        self, svc: Any, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        key = svc.organization_key(1)
         assert client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=key).status_code == 200
-        kr.faults.add(r"^/api/verify-org-key$", status=503)
+        svc.faults.add(r"^/api/verify-org-key$", status=503)
         start = time.time()
-        monkeypatch.setattr(cache, "now", lambda: start + 310)
+        monkeypatch.setattr(clock, "now", lambda: start + 310)
         assert client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=key).status_code == 200
-        monkeypatch.setattr(cache, "now", lambda: start + 610)
+        monkeypatch.setattr(clock, "now", lambda: start + 610)
         assert client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=key).status_code == 503
 
-    def test_verify_unexpected_status(self, kr: Any, client: Client) -> None:
-        kr.faults.add(r"^/api/verify-org-key$", status=404)
-        response = client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=kr.organization_key(1))
+    def test_verify_unexpected_status(self, svc: Any, client: Client) -> None:
+        svc.faults.add(r"^/api/verify-org-key$", status=404)
+        response = client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=svc.organization_key(1))
         assert response.status_code == 503
 
 
@@ -449,7 +482,8 @@ class TestAsync:
         def boom(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("warm requests must not leave the event loop")
 
-        monkeypatch.setattr(middleware.KeyrunesAuthenticationMiddleware, "authenticate", boom)
+        for step in ("read_credential", "verify", "finish", "authenticate"):
+            monkeypatch.setattr(TokenAuthenticator, step, boom)
         response = await client.get("/awhoami/", headers={"Authorization": f"Bearer {token}"})
         assert response.json()["user"] == keyrunes_user.username
 
@@ -495,11 +529,11 @@ class TestAsync:
         assert response.json() == {"user": None, "kind": None}
 
     @run_async
-    async def test_org_key(self, kr: Any) -> None:
+    async def test_org_key(self, svc: Any) -> None:
         response = await AsyncClient().get(
-            "/awhoami/", headers={"X-Organization-Key": kr.organization_key(1)}
+            "/awhoami/", headers={"X-Organization-Key": svc.organization_key(1)}
         )
-        assert response.json() == {"user": None, "kind": "OrganizationPrincipal"}
+        assert response.json() == {"user": "organization:1", "kind": "OrganizationPrincipal"}
 
     @run_async
     async def test_outage(self, remote: Any, keyrunes_user: Any) -> None:
@@ -593,8 +627,8 @@ class TestSessionRefresh:
         assert attempts >= 1
         assert client.session[SESSION_TOKEN_KEY] == token
         kr.faults.clear()
-        later = time.time() + middleware.REFRESH_RETRY_INTERVAL + 1
-        monkeypatch.setattr(middleware, "now", lambda: later)
+        later = time.time() + REFRESH_RETRY_INTERVAL + 1
+        monkeypatch.setattr(clock, "now", lambda: later)
         client.get("/whoami/")
         assert client.session[SESSION_TOKEN_KEY] != token
 
@@ -633,6 +667,17 @@ class TestSessionRefresh:
         client.get("/whoami/", **bearer(kr.issue_token(keyrunes_user)))
         assert kr.requests_to("/api/refresh-token") == 0
 
+    def test_organization_key_requests_skip_refresh(
+        self, svc: Any, client: Client, keyrunes_user: Any
+    ) -> None:
+        # A browser session and an organization key on one request: the key's
+        # OrganizationUser is not the session's user, and the session survives.
+        _login_with_token(client, svc, keyrunes_user, expires_in=60)
+        body = client.get("/whoami/", HTTP_X_ORGANIZATION_KEY=svc.organization_key(1)).json()
+        assert body["user"] == "organization:1"
+        assert svc.requests_to("/api/refresh-token") == 0
+        assert client.get("/whoami/").json()["user"] == keyrunes_user.username
+
     def test_local_user_without_token(self, kr: Any, client: Client) -> None:
         client.force_login(get_user_model().objects.create_user(username="local"))
         client.get("/whoami/")
@@ -653,11 +698,3 @@ class TestSessionRefresh:
         assert response.json()["user"] == keyrunes_user.username
         assert kr.requests_to("/api/refresh-token") == 1
         assert token
-
-
-def test_exp_of() -> None:
-    import jwt
-
-    assert middleware._exp_of("garbage") is None
-    assert middleware._exp_of(jwt.encode({"exp": 1.5}, "k" * 32)) is None
-    assert middleware._exp_of(jwt.encode({"exp": 100}, "k" * 32)).timestamp() == 100  # type: ignore[union-attr]

@@ -12,8 +12,8 @@ import pytest
 import responses
 from django.test import override_settings
 
-from keyrunes_django import service_account
 from keyrunes_django.client import reset_client
+from keyrunes_django.conf import clock
 from keyrunes_django.exceptions import (
     AuthenticationFailed,
     KeyrunesUnavailable,
@@ -24,9 +24,14 @@ from keyrunes_django.service_account import (
     REFRESH_MARGIN,
     admin_call,
     clear_service_token,
+    configured,
     get_service_token,
+    organization_record,
+    resolve_organization_id,
     service_account_problems,
 )
+from tests.factories import service_account as emulator_account
+from tests.factories import tenant
 
 BASE = "http://kr.test"
 NOW = 1_800_000_000
@@ -53,11 +58,16 @@ def settings_for(account: Any, **extra: Any) -> dict[str, Any]:
 ACCOUNT = {"IDENTITY": "svc@example.com", "PASSWORD": "svc-password"}
 
 
+def set_now(monkeypatch: pytest.MonkeyPatch, value: float) -> None:
+    """Move the package's one clock."""
+    monkeypatch.setattr(clock, "now", lambda: float(value))
+
+
 @pytest.fixture(autouse=True)
 def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     clear_service_token()
     reset_client()
-    monkeypatch.setattr(service_account, "_now", lambda: float(NOW))
+    set_now(monkeypatch, NOW)
     yield
     clear_service_token()
     reset_client()
@@ -106,7 +116,7 @@ def test_refreshes_near_expiry(
     rsps.post(BASE + "/api/refresh-token", json={"token": new})
     with override_settings(KEYRUNES=settings_for(ACCOUNT)):
         assert get_service_token() == old
-        monkeypatch.setattr(service_account, "_now", lambda: float(NOW + 3600 - REFRESH_MARGIN))
+        set_now(monkeypatch, NOW + 3600 - REFRESH_MARGIN)
         assert get_service_token() == new
         assert get_service_token() == new
     refresh = rsps.calls[1].request
@@ -123,7 +133,7 @@ def test_relogs_when_refresh_refused(
     rsps.post(BASE + "/api/login", json=login_answer(first))
     with override_settings(KEYRUNES=settings_for(ACCOUNT)):
         assert get_service_token() == first
-        monkeypatch.setattr(service_account, "_now", lambda: float(NOW + 3600 - 10))
+        set_now(monkeypatch, NOW + 3600 - 10)
         rsps.post(
             BASE + "/api/refresh-token", status=401, json={"message": "Invalid or expired token"}
         )
@@ -143,7 +153,7 @@ def test_expired_token_logs_in_again(
     rsps.post(BASE + "/api/login", json=login_answer(first))
     with override_settings(KEYRUNES=settings_for(ACCOUNT)):
         get_service_token()
-        monkeypatch.setattr(service_account, "_now", lambda: float(NOW + 4000))
+        set_now(monkeypatch, NOW + 4000)
         get_service_token()
     assert [c.request.path_url for c in rsps.calls] == ["/api/login", "/api/login"]
 
@@ -164,7 +174,7 @@ def test_unreadable_exp_assumes_server_lifetime(
         assert get_service_token() == "opaque-token"
         assert get_service_token() == "opaque-token"
         assert len(rsps.calls) == 1
-        monkeypatch.setattr(service_account, "_now", lambda: float(NOW + 2800))
+        set_now(monkeypatch, NOW + 2800)
         rsps.post(BASE + "/api/refresh-token", json={"token": make_token(NOW + 9000)})
         assert get_service_token() != "opaque-token"
 
@@ -272,10 +282,13 @@ def test_settings_change_drops_cached_token(rsps: responses.RequestsMock) -> Non
     rsps.post(BASE + "/api/login", json=login_answer(make_token(NOW + 3600)))
     with override_settings(KEYRUNES=settings_for(ACCOUNT)):
         get_service_token()
-    assert service_account._cached is None  # setting_changed cleared it
-    with override_settings(KEYRUNES=settings_for({**ACCOUNT, "PASSWORD": "other-password"})):
+    # The same settings again: the change in between forgot the token.
+    with override_settings(KEYRUNES=settings_for(ACCOUNT)):
         get_service_token()
     assert len(rsps.calls) == 2
+    with override_settings(KEYRUNES=settings_for({**ACCOUNT, "PASSWORD": "other-password"})):
+        get_service_token()
+    assert len(rsps.calls) == 3
 
 
 def test_concurrent_callers_log_in_once(rsps: responses.RequestsMock) -> None:
@@ -351,3 +364,56 @@ def test_admin_call_other_errors_propagate(rsps: responses.RequestsMock) -> None
     with override_settings(KEYRUNES=settings_for(ACCOUNT)), pytest.raises(PermissionDenied):
         admin_call(call)
     assert len(rsps.calls) == 1
+
+
+# ------------------------------------------------------- which organization
+
+
+def test_configured(settings: Any) -> None:
+    settings.KEYRUNES = settings_for(None)
+    assert not configured()
+    settings.KEYRUNES = settings_for(ACCOUNT)
+    assert configured()
+
+
+class TestWhichOrganization:
+    """resolve_organization_id: explicit, scope, the token's own, the listing; no default."""
+
+    @pytest.fixture
+    def svc(self, keyrunes: Any, settings: Any) -> Any:
+        clear_service_token()
+        reset_client()
+        settings.KEYRUNES = {**settings.KEYRUNES, "SERVICE_ACCOUNT": emulator_account()}
+        return keyrunes
+
+    @pytest.fixture(autouse=True)
+    def _real_clock(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.undo()  # the emulator's tokens are checked against the real time
+
+    def test_explicit_then_scope(self, svc: Any) -> None:
+        token = get_service_token()
+        assert resolve_organization_id(token, "public", 5, scope=3) == 5
+        assert resolve_organization_id(token, "public", None, scope=3) == 3
+        assert svc.requests_to("/api/admin/organizations") == 0
+
+    def test_token_of_the_namespace(self, svc: Any) -> None:
+        assert resolve_organization_id(get_service_token(), "public") == 1
+        assert svc.requests_to("/api/admin/organizations") == 0
+
+    def test_listing_for_another_namespace(self, svc: Any) -> None:
+        b = tenant(svc, "company_b")
+        assert resolve_organization_id(get_service_token(), "company_b") == b.organization_id
+        assert svc.requests_to("/api/admin/organizations") == 1
+
+    def test_no_silent_default(self, svc: Any) -> None:
+        with pytest.raises(ServiceAccountError, match="ORGANIZATION_SCOPE"):
+            resolve_organization_id(get_service_token(), "nowhere")
+
+    def test_organization_record(self, svc: Any) -> None:
+        b = tenant(svc, "company_b")
+        record = organization_record("company_b")
+        assert record.organization_id == b.organization_id
+        assert record.secret_key == b.key
+        assert organization_record("anything", b.organization_id).namespace == "company_b"
+        with pytest.raises(ServiceAccountError):
+            organization_record("public", 999)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
@@ -10,7 +11,7 @@ from django.http import HttpRequest
 
 from keyrunes_django import sessions
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clean_caches")]
 
 
 def make_request(with_session: bool = True) -> HttpRequest:
@@ -93,3 +94,65 @@ def test_password_change_flag_can_be_unset() -> None:
     sessions.set_password_change_required(request, False)
     assert not sessions.password_change_required(request)
     assert sessions.SESSION_PASSWORD_CHANGE_KEY not in request.session
+
+
+# ------------------------------------------------------------------ refresh
+
+
+def refresh_request(user: Any, token: str | None, expires_in: float) -> HttpRequest:
+    request = make_request()
+    request.user = user
+    request.keyrunes = None  # type: ignore[attr-defined]
+    if token is not None:
+        sessions.store_session_token(
+            request, token, datetime.now(tz=timezone.utc) + timedelta(seconds=expires_in)
+        )
+    return request
+
+
+class TestRefreshSessionToken:
+    @pytest.fixture
+    def local_user(self) -> Any:
+        from django.contrib.auth import get_user_model
+
+        return get_user_model().objects.create_user(username="someone")
+
+    def test_skipped_cases(self, local_user: Any, keyrunes: Any) -> None:
+        from django.contrib.auth.models import AnonymousUser
+
+        from keyrunes_django.identity import VerifiedIdentity
+
+        assert sessions.refresh_session_token(refresh_request(AnonymousUser(), "t", 10)) == (
+            "skipped"
+        )
+        assert sessions.refresh_session_token(refresh_request(local_user, None, 10)) == "skipped"
+        far = refresh_request(local_user, "t", 3000)
+        assert sessions.refresh_session_token(far) == "skipped"
+        bearer = refresh_request(local_user, "t", 10)
+        bearer.keyrunes = VerifiedIdentity(  # type: ignore[attr-defined]
+            user_id=1, username="u", email="e", namespace="public", organization_id=1
+        )
+        assert sessions.refresh_session_token(bearer) == "skipped"
+        assert len(keyrunes.request_log) == 0
+
+    def test_backoff_then_reset_by_settings_change(
+        self, local_user: Any, keyrunes: Any, settings: Any
+    ) -> None:
+        keyrunes.faults.add(r"^/api/refresh-token$", status=503)
+        request = refresh_request(local_user, "a.b.c", 10)
+        assert sessions.refresh_session_token(request) == "deferred"
+        assert sessions.refresh_session_token(request) == "deferred"
+        assert keyrunes.requests_to("/api/refresh-token") == 1  # backing off
+        settings.KEYRUNES = {**settings.KEYRUNES, "SESSION_REFRESH_MARGIN": 301}
+        assert sessions.refresh_session_token(request) == "deferred"
+        assert keyrunes.requests_to("/api/refresh-token") == 2  # the backoff was reset
+
+    def test_backoff_ends_with_the_clock(
+        self, local_user: Any, keyrunes: Any, frozen_clock: Any
+    ) -> None:
+        keyrunes.faults.add(r"^/api/refresh-token$", status=503)
+        request = refresh_request(local_user, "a.b.c", 10)
+        sessions.refresh_session_token(request)
+        frozen_clock.advance(sessions.REFRESH_RETRY_INTERVAL + 1)
+        sessions.refresh_session_token(request)
+        assert keyrunes.requests_to("/api/refresh-token") == 2
