@@ -99,15 +99,11 @@ class Credential:
 
 @dataclass(frozen=True)
 class Verified:
-    """A verified credential not yet turned into a user (what the async path hands over).
-
-    ``checked_at`` is when it was last found not revoked.
-    """
+    """A verified credential not yet turned into a user (what the async path hands over)."""
 
     credential: Credential
     principal: VerifiedIdentity | OrganizationPrincipal
     fresh_until: float
-    checked_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -209,10 +205,8 @@ class TokenAuthenticator:
             return identity, expires.timestamp() if expires is not None else None
 
         entry = self._lookup(credential, compute, shared=remote, request=request)
-        identity = entry.value
-        assert isinstance(identity, VerifiedIdentity)
-        self.check_revocation(credential, identity, request)
-        return Verified(credential, identity, entry.fresh_until, clock.now())
+        assert isinstance(entry.value, VerifiedIdentity)
+        return Verified(credential, entry.value, entry.fresh_until)
 
     def check_revocation(
         self, credential: Credential, identity: VerifiedIdentity, request: HttpRequest | None
@@ -240,9 +234,16 @@ class TokenAuthenticator:
         return Verified(credential, entry.value, entry.fresh_until)
 
     def get_user(self, verified: Verified, request: HttpRequest | None = None) -> Any:
-        """The local user of a verified token, mirrored once per token and process."""
+        """The local user of a verified, unrevoked token, mirrored once per token and process.
+
+        The revocation check reads the shared cache (the database when the cache
+        has no record of the user), so it runs here, with the mirror, not in
+        the network step.
+        """
         identity = verified.principal
         assert isinstance(identity, VerifiedIdentity)
+        self.check_revocation(verified.credential, identity, request)
+        checked_at = clock.now()
         digest = verified.credential.digest
         memo = self.users.get(digest)
         if memo is None or memo.identity != identity:
@@ -253,12 +254,10 @@ class TokenAuthenticator:
                     InvalidToken(exc.message, reason=exc.reason), verified.credential, request
                 )
                 raise
-            memo = _Memo(
-                Authenticated(user, identity), identity, verified.fresh_until, verified.checked_at
-            )
+            memo = _Memo(Authenticated(user, identity), identity, verified.fresh_until, checked_at)
             self.users.set(digest, memo)
         else:
-            memo.checked_at = verified.checked_at
+            memo.checked_at = checked_at
         user = memo.result.user
         if not getattr(user, "is_active", True):
             err = invalid("user_inactive")
@@ -523,9 +522,16 @@ def _token_credential(token: str, request: HttpRequest | None) -> Credential:
 
 
 def authenticate_token(token: str, *, request: HttpRequest | None = None) -> VerifiedIdentity:
-    """The verified identity of a bearer token (cached; local or remote per settings)."""
-    verified = get_authenticator().get_validated_token(_token_credential(token, request), request)
+    """The verified, unrevoked identity of a bearer token (cached; local or remote per settings).
+
+    Reads the database when the shared cache holds no revocation record of the
+    token's user.
+    """
+    auth = get_authenticator()
+    credential = _token_credential(token, request)
+    verified = auth.get_validated_token(credential, request)
     assert isinstance(verified.principal, VerifiedIdentity)
+    auth.check_revocation(credential, verified.principal, request)
     return verified.principal
 
 

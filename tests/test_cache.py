@@ -442,9 +442,13 @@ class TestLookup:
         state.lookup("token", "d", compute, shared=True)
         clock.value += 301
         compute.error = KeyrunesUnavailable("down")
-        state.lookup("token", "d", compute, shared=True)
+        state.lookup("token", "d", compute, shared=True)  # stale, revalidated in the background
+        state.wait_for_revalidations()
         compute.error = None
         clock.value += STALE_RETRY_INTERVAL + 1
+        stale = state.lookup("token", "d", compute, shared=True)  # stale again, revalidating
+        assert stale.stored_at < clock.value
+        state.wait_for_revalidations()
         entry = state.lookup("token", "d", compute, shared=True)
         assert entry.stored_at == clock.value
         assert entry.is_fresh(clock.value + 299)

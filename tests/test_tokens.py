@@ -30,7 +30,8 @@ from keyrunes_django.tokens import (
 from tests.conftest import FrozenClock
 from tests.factories import REMOVE, claims, local_settings, make_token
 
-pytestmark = pytest.mark.usefixtures("clean_caches")
+# authenticate_token reads revocation records from the database when the cache has none.
+pytestmark = [pytest.mark.usefixtures("clean_caches"), pytest.mark.django_db]
 
 
 def warm_user(token: str) -> Any:
