@@ -341,13 +341,6 @@ def test_progress_callback() -> None:
     assert calls[-1] == ("writing", 1, 1)
 
 
-def test_fetch_all_plain_and_paged() -> None:
-    assert sync.fetch_all(lambda page: [1, 2, 3]) == [1, 2, 3]
-    pages = {0: ([1, 2], True), 1: ([3], True), 2: ([], True)}
-    assert sync.fetch_all(lambda page: pages[page]) == [1, 2, 3]
-    assert sync.fetch_all(lambda page: ([1], False)) == [1]
-
-
 # ------------------------------------------------------------------ groups
 
 
@@ -363,15 +356,47 @@ def run_groups(names: list[str], **kwargs: Any) -> sync.GroupSyncReport:
 
 @override_settings(KEYRUNES=BASE)
 def test_sync_groups_creates_and_marks() -> None:
-    Group.objects.create(name="developers")  # adopted, like a login would
     report = run_groups(["users", "developers"])
-    assert (report.created, report.marked, report.unchanged) == (1, 1, 0)
+    assert (report.created, report.marked, report.unchanged) == (2, 0, 0)
     assert set(MirroredGroup.objects.values_list("group__name", flat=True)) == {
         "users",
         "developers",
     }
     report = run_groups(["users", "developers"])
     assert (report.created, report.marked, report.unchanged) == (0, 0, 2)
+
+
+@override_settings(KEYRUNES=BASE)
+def test_sync_groups_reports_local_only_collisions() -> None:
+    local = Group.objects.create(name="developers")
+    report = run_groups(["users", "developers"])
+    assert (report.created, report.marked, report.unchanged) == (1, 0, 0)
+    assert report.collisions == {"developers"}
+    assert "collision: developers is a local-only group; not mirrored" in report.items
+    assert "Not mirrored onto local-only groups: developers." in report.summary()
+    assert not MirroredGroup.objects.filter(group=local).exists()
+    # --prune never deletes it: it was never mirrored.
+    run_groups(["users"], prune=True)
+    assert Group.objects.filter(pk=local.pk).exists()
+
+
+@override_settings(KEYRUNES={**BASE, "ADOPT_GROUPS": ["developers"]})
+def test_sync_groups_adopts_groups_named_in_adopt_groups() -> None:
+    Group.objects.create(name="developers")
+    report = run_groups(["users", "developers"])
+    assert (report.created, report.marked, report.collisions) == (1, 1, set())
+    assert MirroredGroup.objects.filter(group__name="developers").exists()
+
+
+@override_settings(KEYRUNES=BASE)
+def test_prune_has_a_shrink_guard() -> None:
+    names = [f"team{i}" for i in range(10)]
+    run_groups(names)
+    with pytest.raises(sync.SyncAborted, match=r"shrank by 90\.0%"):
+        run_groups(names[:1], prune=True)
+    assert Group.objects.count() == 10
+    report = run_groups(names[:1], prune=True, max_shrink=None)
+    assert report.pruned == 9
 
 
 @override_settings(KEYRUNES=BASE)
