@@ -82,12 +82,12 @@ def update_rows(
     ops = connection.ops
     meta = model._meta
     fields = _prepared(model, field_names)
-    assignments = ", ".join(f"{ops.quote_name(f.column)} = %s" for f in fields)
+    assignments = ", ".join(f"{ops.quote_name(str(f.column))} = %s" for f in fields)
     pk = meta.pk
     assert pk is not None
     sql = (
         f"UPDATE {ops.quote_name(meta.db_table)} SET {assignments} "  # noqa: S608
-        f"WHERE {ops.quote_name(pk.column)} = %s"
+        f"WHERE {ops.quote_name(str(pk.column))} = %s"
     )
     rows = [
         (
@@ -109,15 +109,15 @@ def insert_memberships(
     connection = connections[alias]
     ops = connection.ops
     meta = through._meta
-    user_col = meta.get_field(user_column).column  # type: ignore[union-attr]
-    group_col = meta.get_field("group").column  # type: ignore[union-attr]
+    user_col = str(meta.get_field(user_column).column)  # type: ignore[union-attr]
+    group_col = str(meta.get_field("group").column)  # type: ignore[union-attr]
     sql = " ".join(
         part
         for part in (
             ops.insert_statement(on_conflict=OnConflict.IGNORE),
             f"{ops.quote_name(meta.db_table)} ({ops.quote_name(user_col)}, "
             f"{ops.quote_name(group_col)}) VALUES (%s, %s)",
-            ops.on_conflict_suffix_sql([], OnConflict.IGNORE, None, None),  # type: ignore[arg-type]
+            ops.on_conflict_suffix_sql([], OnConflict.IGNORE, None, None),
         )
         if part
     )

@@ -614,7 +614,7 @@ class KeyrunesClient:
         larger than ``max_bytes`` (default :attr:`USER_LISTING_MAX_BYTES`) raises
         :class:`KeyrunesProtocolError` while iterating.
         """
-        import ijson
+        import ijson  # type: ignore[import-untyped]
 
         limit = self.USER_LISTING_MAX_BYTES if max_bytes is None else max_bytes
         response = self.request(

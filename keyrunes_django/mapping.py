@@ -206,10 +206,10 @@ class UserMapper:
         kind (``invalid_value``).
         """
         meta = self.user_model._meta
-        username_field = self.user_model.USERNAME_FIELD
+        username_field: str = getattr(self.user_model, "USERNAME_FIELD")  # noqa: B009
         fitted: dict[str, Any] = {}
         for name, raw in fields.items():
-            field = meta.get_field(name)
+            field: Any = meta.get_field(name)
             try:
                 value = field.to_python(raw)
             except ValidationError:
@@ -335,7 +335,7 @@ class UserMapper:
     def displaced_login(self, login: str, holder: LocalHolder) -> str:
         """The new login name of a displaced local user: ``<login>~<old remote id>``."""
         suffix = f"~{holder.remote_user_id}"
-        field = self.user_model._meta.get_field(self.user_model.USERNAME_FIELD)
+        field = self.user_model._meta.get_field(getattr(self.user_model, "USERNAME_FIELD"))  # noqa: B009
         max_length = getattr(field, "max_length", None) or 150
         return login[: max_length - len(suffix)] + suffix
 
@@ -377,7 +377,7 @@ class UserMapper:
             field.name
             for field in user._meta.concrete_fields
             if getattr(user, field.attname) is None
-            and not (field.primary_key or field.null or field.has_default())
+            and not (field.primary_key or field.null)
             and not (getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False))
         ]
         if missing:
@@ -520,7 +520,7 @@ class UserMapper:
                 f"KEYRUNES['USER_ATTR_MAP'] gives no value for {username_field!r}, "
                 f"the USERNAME_FIELD of {self.user_model.__name__}."
             )
-        manager = self.user_model._default_manager
+        manager: Any = self.user_model._default_manager
         row = (
             manager.filter(**{username_field: username})
             .values_list("pk", "keyrunes_identity__namespace", "keyrunes_identity__remote_user_id")

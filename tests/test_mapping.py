@@ -732,3 +732,113 @@ def test_login_leaves_a_user_deactivated_by_hand_inactive() -> None:
 
     user.refresh_from_db()
     assert not user.is_active
+
+
+# ------------------------------------------- remote data that does not fit
+
+
+def test_integer_on_a_text_field_is_not_rewritten_at_every_login(settings: Any) -> None:
+    configure(
+        settings,
+        USER_ATTR_MAP={"username": "username", "email": "email", "last_name": "organization_id"},
+    )
+    user = get_mapper().mirror(make_identity(organization_id=1)).user
+    assert User.objects.get(pk=user.pk).last_name == "1"
+    with CaptureQueriesContext(connection) as ctx:
+        result = get_mapper().mirror(make_identity(organization_id=1))
+    assert not result.changed
+    assert [sql for sql in writes(ctx) if sql.lstrip().upper().startswith("UPDATE")] == []
+
+
+@pytest.mark.parametrize(
+    ("identity", "reason"),
+    [
+        (make_identity(username=""), "no_username"),
+        (make_identity(email="e" * 243 + "@example.com"), "value_too_long"),
+        (make_identity(first_name="x" * 151), "value_too_long"),
+    ],
+)
+def test_remote_values_that_do_not_fit_are_refused_with_a_reason(
+    settings: Any, identity: VerifiedIdentity, reason: str
+) -> None:
+    configure(
+        settings,
+        USER_ATTR_MAP={"username": "username", "email": "email", "first_name": "first_name"},
+    )
+    with pytest.raises(MirrorRefused) as info:
+        get_mapper().mirror(identity)
+    assert info.value.reason == reason
+    assert not User.objects.exists()
+
+
+def test_value_of_the_wrong_kind_is_refused(settings: Any) -> None:
+    configure(settings, USER_ATTR_MAP={"username": "username", "is_staff": "flag"})
+    with pytest.raises(MirrorRefused) as info:
+        get_mapper().mirror(make_identity(flag="not a boolean"))
+    assert info.value.reason == "invalid_value"
+
+
+def test_unfit_login_is_refused_with_an_audit_event(
+    keyrunes: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django.contrib.auth import authenticate
+
+    member = keyrunes.create_user("frank")
+    with keyrunes.state.lock:  # Keyrunes stores emails up to 255 characters
+        record = keyrunes.state.namespace("public").users[member.user_id]
+        record.email = "f" * 243 + "@example.com"
+    failures: list[dict[str, Any]] = []
+
+    def on_failed(sender: Any, **kwargs: Any) -> None:
+        failures.append(kwargs)
+
+    signals.login_failed.connect(on_failed)
+    try:
+        assert authenticate(username="frank", password=member.password) is None
+    finally:
+        signals.login_failed.disconnect(on_failed)
+    assert [f["reason"] for f in failures] == ["value_too_long"]
+    assert not User.objects.filter(username="frank").exists()
+
+
+def test_missing_required_field_is_not_reported_as_username_taken() -> None:
+    def drop(sender: Any, user: Any, created: bool, **kw: Any) -> None:
+        user.last_name = None  # a receiver that found nothing to fill in
+
+    signals.populate_user.connect(drop)
+    try:
+        with pytest.raises(MirrorRefused) as info:
+            get_mapper().mirror(make_identity())
+    finally:
+        signals.populate_user.disconnect(drop)
+    assert info.value.reason == "missing_field"
+    assert "last_name" in info.value.message
+    assert not User.objects.exists()
+
+
+def test_custom_model_required_field_without_a_value_is_named() -> None:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.db import models
+
+    class Member(AbstractBaseUser):
+        login = models.CharField(max_length=40, unique=True)
+        birthday = models.DateField()
+        USERNAME_FIELD = "login"
+
+        class Meta:
+            app_label = "testapp"
+            managed = False
+
+    try:
+        mapper = UserMapper()
+        mapper.user_model = Member
+        with pytest.raises(MirrorRefused) as info:
+            mapper.new_user(make_identity(), {"login": "alice"}, {})
+    finally:
+        # Unregister the throwaway model so migration checks never see it.
+        from django.apps import apps
+
+        del apps.all_models["testapp"]["member"]
+        apps.clear_cache()
+    assert info.value.reason == "missing_field"
+    assert "birthday" in info.value.message
