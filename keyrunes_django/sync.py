@@ -75,7 +75,11 @@ class SyncAborted(KeyrunesError):
 
 @dataclass
 class UserSyncReport:
-    """Counts of one user sync; ``items`` holds one line per affected user."""
+    """Counts of one user sync, and one line per affected user.
+
+    The lines go to ``on_item`` when it is set (so a long sync does not keep
+    them), else into ``items``.
+    """
 
     remote: int = 0
     created: int = 0
@@ -92,6 +96,14 @@ class UserSyncReport:
     collisions: set[str] = field(default_factory=set)
     dry_run: bool = False
     items: list[str] = field(default_factory=list)
+    on_item: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+
+    def note(self, line: str) -> None:
+        """Record one line about one user."""
+        if self.on_item is not None:
+            self.on_item(line)
+        else:
+            self.items.append(line)
 
     def summary(self) -> str:
         refused = sum(self.refused.values())
@@ -298,8 +310,12 @@ def sync_users(
     dry_run: bool = False,
     mapper: UserMapper | None = None,
     progress: Progress | None = None,
+    on_item: Callable[[str], None] | None = None,
 ) -> UserSyncReport:
     """Mirror a complete remote user listing, read as a stream, in bulk.
+
+    One line per affected user goes to ``on_item`` as it is decided, or into
+    the report's ``items`` without it.
 
     Raises :class:`SyncAborted` and changes nothing when the listing has more
     than ``max_shrink`` percent fewer distinct users than the active users
@@ -308,6 +324,7 @@ def sync_users(
     remote id twice.
     """
     run = _UserSync(mapper or get_mapper(), namespace, organization_id, dry_run, progress)
+    run.report.on_item = on_item
     return run.run(remote_users, deactivate_missing=deactivate_missing, max_shrink=max_shrink)
 
 
@@ -371,7 +388,7 @@ class _UserSync:
 
     def _refuse(self, identity: VerifiedIdentity, reason: str, what: str = "") -> None:
         self.report.refused[reason] += 1
-        self.report.items.append(f"refuse {what}{identity.username} ({reason})")
+        self.report.note(f"refuse {what}{identity.username} ({reason})")
 
     def _chunk(self, identities: list[VerifiedIdentity]) -> None:
         writes = _ChunkWrites(planned=self._plan(identities))
@@ -441,7 +458,7 @@ class _UserSync:
             if self.login_field in plan.dirty:
                 renames[plan.user.pk] = (plan, old_login)
             if reactivated:
-                self.report.items.append(f"reactivate {plan.user.get_username()}")
+                self.report.note(f"reactivate {plan.user.get_username()}")
         refused = self._refuse_taken_renames(renames)
         writes.planned = [p for p in writes.planned if id(p) not in refused]
         for plan in writes.planned:
@@ -468,9 +485,7 @@ class _UserSync:
     def _count_update(self, plan: _Planned) -> None:
         if plan.dirty:
             self.report.updated += 1
-            self.report.items.append(
-                f"update {plan.user.get_username()} ({', '.join(sorted(plan.dirty))})"
-            )
+            self.report.note(f"update {plan.user.get_username()} ({', '.join(sorted(plan.dirty))})")
         else:
             self.report.unchanged += 1
 
@@ -557,7 +572,7 @@ class _UserSync:
             if new_login is None:
                 plan.user = user
                 continue
-            self.report.items.append(
+            self.report.note(
                 f"displace {user.get_username()} (now {new_login}; Keyrunes user "
                 f"{plan.identity.user_id} has its name)"
             )
@@ -576,15 +591,13 @@ class _UserSync:
                     self._refuse(plan.identity, exc.reason)
                     continue
                 self.report.created += 1
-                self.report.items.append(f"create {plan.fields[self.login_field]}")
+                self.report.note(f"create {plan.fields[self.login_field]}")
             elif plan.action == "link":
                 plan.dirty = self.mapper.user_changes(
                     plan.user, plan.identity, plan.fields, plan.flags
                 )
                 self.report.linked += 1
-                self.report.items.append(
-                    f"link {plan.user.get_username()} to {plan.identity.username}"
-                )
+                self.report.note(f"link {plan.user.get_username()} to {plan.identity.username}")
             kept.append(plan)
         writes.planned = kept
 
@@ -615,7 +628,7 @@ class _UserSync:
         self.report.groups_created += len(writes.new_groups)
         self.report.groups_marked += len(writes.new_groups) + len(writes.adopted)
         for name in sorted(collisions - self.report.collisions):
-            self.report.items.append(f"collision: {name} is a local-only group; not mirrored")
+            self.report.note(f"collision: {name} is a local-only group; not mirrored")
             report_collision(name, writes.remote_of[name])
         self.report.collisions |= collisions
         if self.report.dry_run:
@@ -754,7 +767,8 @@ class _UserSync:
             if remote_id not in self.seen
         ]
         self.report.deactivated = len(gone)
-        self.report.items += [f"deactivate {login}" for _pk, _uid, login in gone]
+        for _pk, _uid, login in gone:
+            self.report.note(f"deactivate {login}")
         if self.report.dry_run:
             return
         size = bulk.in_batch_size(self.alias)

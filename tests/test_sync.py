@@ -643,3 +643,11 @@ def test_queries_grow_by_a_fixed_amount_per_chunk(monkeypatch: pytest.MonkeyPatc
     per_chunk = three - two
     assert five - three == 2 * per_chunk
     assert per_chunk <= 10
+
+
+@override_settings(KEYRUNES=BASE)
+def test_item_lines_can_stream_out_instead_of_being_kept() -> None:
+    lines: list[str] = []
+    report = run([remote(1), remote(2)], on_item=lines.append)
+    assert lines == ["create user1", "create user2"]
+    assert report.items == []

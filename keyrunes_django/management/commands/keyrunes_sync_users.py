@@ -59,4 +59,6 @@ class Command(SyncCommand):
             max_shrink=None if max_shrink >= 100 else max_shrink,
             dry_run=self.dry_run,
             progress=self.progress,
+            # Printed as they come, not kept: memory stays flat on large listings.
+            on_item=lambda line: self.detail(("would " if self.dry_run else "") + line),
         )
