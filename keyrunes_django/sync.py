@@ -401,6 +401,13 @@ class _UserSync:
             self._count_memberships(writes)
         else:
             self._write(writes)
+        for plan in writes.planned:
+            # A user and its record point at each other through Django's relation
+            # caches; unlinked, the chunk is freed now rather than by a late
+            # cyclic collection, which kept memory growing with the listing.
+            for obj in (plan.user, plan.record):
+                if obj is not None:
+                    obj._state.fields_cache.clear()
 
     # -------------------------------------------------------------- phases
 
