@@ -52,6 +52,7 @@ __all__ = [
     "GroupSyncReport",
     "SyncAborted",
     "UserSyncReport",
+    "group_collisions",
     "sync_groups",
     "sync_users",
 ]
@@ -260,6 +261,28 @@ def sync_groups(
         ).update(last_synced_at=now)
         bulk.delete_pks(alias, Group, [pk for pk, _group, _remote in stale])
     return report
+
+
+def group_collisions(
+    remote_groups: Iterable[RemoteGroup | str],
+    *,
+    namespace: str,
+    organization_id: int,
+    mapper: UserMapper | None = None,
+) -> dict[str, str]:
+    """Local-only groups a remote group maps onto (local name -> remote name).
+
+    These are left alone by login and sync unless ``ADOPT_GROUPS`` names them.
+    """
+    mapper = mapper or get_mapper()
+    names = sorted({g if isinstance(g, str) else g.name for g in remote_groups})
+    plan = _group_plan(mapper, names, namespace, organization_id, GroupSyncReport())
+    existing = bulk.groups_by_name(router.db_for_read(Group), plan)
+    return {
+        name: plan[name]
+        for name, (_pk, marker) in sorted(existing.items())
+        if not marker and not mapper.may_adopt(name)
+    }
 
 
 def _stale_groups(namespace: str, remote_names: set[str]) -> list[tuple[Any, str, str]]:

@@ -337,6 +337,7 @@ def listing_client(body: bytes, monkeypatch: pytest.MonkeyPatch) -> Any:
     from keyrunes_django.client import KeyrunesClient
 
     client = KeyrunesClient("http://127.0.0.1:9")
+
     def answer(*args: Any, **kwargs: Any) -> requests.Response:
         response = requests.Response()
         response.status_code = 200
@@ -400,3 +401,34 @@ def test_iter_users_has_a_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(list(client.iter_users("token", max_bytes=len(body)))) == 100
     with pytest.raises(KeyrunesProtocolError, match="exceeds"):
         list(client.iter_users("token", max_bytes=len(body) - 1))
+
+
+def test_keyrunes_check_reports_group_collisions(kr: KeyrunesEmulator) -> None:
+    out, _ = run("keyrunes_check")
+    assert "groups: no remote group collides with a local-only group" in out
+    kr.create_group("editors")
+    Group.objects.create(name="editors")
+    with pytest.raises(CommandError):
+        run("keyrunes_check", "--fail-on-warn")
+    out, _ = run("keyrunes_check")
+    assert (
+        "local-only groups named like remote groups are not mirrored: editors (from editors)" in out
+    )
+    with override_settings(KEYRUNES={**settings.KEYRUNES, "ADOPT_GROUPS": ["editors"]}):
+        out, _ = run("keyrunes_check")
+    assert "no remote group collides" in out
+
+
+def test_keyrunes_check_skips_collisions_without_a_database(
+    kr: KeyrunesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    from keyrunes_django import sync
+
+    def broken(*args: Any, **kwargs: Any) -> dict[str, str]:
+        raise OperationalError("no such table: auth_group")
+
+    monkeypatch.setattr(sync, "group_collisions", broken)
+    out, _ = run("keyrunes_check")
+    assert "SKIP groups: local groups not readable (OperationalError)" in out
