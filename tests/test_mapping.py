@@ -842,3 +842,19 @@ def test_custom_model_required_field_without_a_value_is_named() -> None:
         apps.clear_cache()
     assert info.value.reason == "missing_field"
     assert "birthday" in info.value.message
+
+
+@pytest.mark.parametrize("value", ["editors", ["editors", ""], [1], None])
+def test_adopt_groups_setting_is_checked(settings: Any, value: Any) -> None:
+    from keyrunes_django.checks import check_settings
+
+    configure(settings, ADOPT_GROUPS=value)
+    assert "keyrunes_django.E050" in {message.id for message in check_settings()}
+
+
+def test_adopt_groups_default_and_list_pass_the_check(settings: Any) -> None:
+    from keyrunes_django.checks import check_settings
+
+    assert "keyrunes_django.E050" not in {message.id for message in check_settings()}
+    configure(settings, ADOPT_GROUPS=("editors", "ops"))
+    assert "keyrunes_django.E050" not in {message.id for message in check_settings()}
