@@ -266,7 +266,7 @@ class UserMapper:
     def flags(self, identity: VerifiedIdentity) -> dict[str, bool]:
         """``is_staff``/``is_superuser``/``is_active`` values to apply.
 
-        Defaults (contract §12.2): a global superadmin (``superadmin`` in
+        Defaults: a global superadmin (``superadmin`` in
         namespace ``public``) gets ``is_superuser`` and ``is_staff``, a tenant
         admin ``is_staff``; ``is_active`` is not managed. ``FLAGS_BY_GROUP``
         replaces a flag's rule with "member of any of these remote groups"

@@ -26,7 +26,6 @@ everyone else is synced.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,7 +56,6 @@ __all__ = [
     "sync_users",
 ]
 
-logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 
@@ -225,16 +223,7 @@ def sync_groups(
     plan = _group_plan(mapper, names, namespace, organization_id, report)
     existing = bulk.groups_by_name(alias, plan)
     to_create = sorted(name for name in plan if name not in existing)
-    to_mark = []
-    for name, (_pk, marker) in sorted(existing.items()):
-        if marker:
-            report.unchanged += 1
-        elif mapper.may_adopt(name):
-            to_mark.append(name)
-        else:
-            report.collisions.add(name)
-            report.items.append(f"collision: {name} is a local-only group; not mirrored")
-            report_collision(name, plan[name])
+    to_mark = _groups_to_mark(mapper, plan, existing, report)
     stale = _stale_groups(namespace, set(names)) if prune else []
     if stale:
         mirrored = MirroredGroup.objects.filter(namespace=namespace).count()
@@ -261,6 +250,26 @@ def sync_groups(
         ).update(last_synced_at=now)
         bulk.delete_pks(alias, Group, [pk for pk, _group, _remote in stale])
     return report
+
+
+def _groups_to_mark(
+    mapper: UserMapper,
+    plan: dict[str, str],
+    existing: dict[str, tuple[Any, Any]],
+    report: GroupSyncReport,
+) -> list[str]:
+    """Existing unmarked groups that may be adopted; the others are reported as collisions."""
+    to_mark = []
+    for name, (_pk, marker) in sorted(existing.items()):
+        if marker:
+            report.unchanged += 1
+        elif mapper.may_adopt(name):
+            to_mark.append(name)
+        else:
+            report.collisions.add(name)
+            report.items.append(f"collision: {name} is a local-only group; not mirrored")
+            report_collision(name, plan[name])
+    return to_mark
 
 
 def group_collisions(
