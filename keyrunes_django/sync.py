@@ -326,6 +326,7 @@ class _ChunkWrites:
 
     planned: list[_Planned] = field(default_factory=list)
     displaced: list[Any] = field(default_factory=list)
+    swapped: list[Any] = field(default_factory=list)  # renamed onto a name renamed away
     new_groups: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     group_ids: dict[str, Any] = field(default_factory=dict)
@@ -498,27 +499,47 @@ class _UserSync:
                 renames[plan.user.pk] = (plan, old_login)
             if reactivated:
                 self.report.note(f"reactivate {plan.user.get_username()}")
-        refused = self._refuse_taken_renames(renames)
+        refused = self._refuse_taken_renames(writes, renames)
         writes.planned = [p for p in writes.planned if id(p) not in refused]
         for plan in writes.planned:
             if plan.record is not None:
                 self._count_update(plan)
         return {pk: plan.user.get_username() for pk, (plan, _old) in renames.items()}
 
-    def _refuse_taken_renames(self, renames: dict[Any, tuple[_Planned, Any]]) -> set[int]:
-        """Refuse (and undo in memory) renames onto a login another local user holds."""
+    def _refuse_taken_renames(
+        self, writes: _ChunkWrites, renames: dict[Any, tuple[_Planned, Any]]
+    ) -> set[int]:
+        """Refuse (and undo in memory) renames onto a login that stays taken.
+
+        A login held by another user renamed in this chunk is free (two users
+        may even swap names); a login two users want, or one held by a user
+        that keeps it, is not.
+        """
         holders = self._holders([plan.user.get_username() for plan, _old in renames.values()])
         refused: set[int] = set()
-        for pk, (plan, old_login) in list(renames.items()):
-            login = plan.user.get_username()
-            holder = holders.get(login)
-            if (holder is not None and holder.pk != pk) or login in self.dry_logins:
-                setattr(plan.user, self.login_field, old_login)
-                self._refuse(plan.identity, "username_taken", "update of ")
-                refused.add(id(plan))
-                del renames[pk]
-            elif self.report.dry_run:
-                self.dry_logins.add(login)
+        settled = False
+        while not settled:  # a refusal keeps a name taken, which may refuse another rename
+            settled, claimed = True, set()
+            for pk, (plan, old_login) in list(renames.items()):
+                login = plan.user.get_username()
+                holder = holders.get(login)
+                held = holder is not None and holder.pk != pk and holder.pk not in renames
+                if held or login in claimed or login in self.dry_logins:
+                    setattr(plan.user, self.login_field, old_login)
+                    self._refuse(plan.identity, "username_taken", "update of ")
+                    refused.add(id(plan))
+                    del renames[pk]
+                    settled = False
+                    break
+                claimed.add(login)
+        writes.swapped = [
+            plan.user
+            for plan, _old in renames.values()
+            if (holder := holders.get(plan.user.get_username())) is not None
+            and holder.pk != plan.user.pk
+        ]
+        if self.report.dry_run:
+            self.dry_logins.update(plan.user.get_username() for plan, _old in renames.values())
         return refused
 
     def _count_update(self, plan: _Planned) -> None:
@@ -684,6 +705,7 @@ class _UserSync:
         changed = [p for p in writes.planned if p.action != "create" and p.dirty]
         # Renames first: they free the login names the new users take.
         bulk.update_rows(alias, model, writes.displaced, [self.login_field])
+        self._park_swapped(writes.swapped)
         user_fields = set().union(*[p.dirty for p in changed])
         bulk.update_rows(alias, model, [p.user for p in changed], user_fields)
         self._insert_users([p.user for p in created])
@@ -706,6 +728,20 @@ class _UserSync:
         self._write_groups(writes)
         self._write_memberships(writes)
         self._send_signals(created, changed)
+
+    def _park_swapped(self, users: list[Any]) -> None:
+        """Give users that take a name another renamed user gives up a unique name first.
+
+        The final UPDATE then never meets the unique constraint halfway (a swap).
+        """
+        if not users:
+            return
+        final = [user.get_username() for user in users]
+        for user in users:
+            setattr(user, self.login_field, f"~keyrunes~{user.pk}")
+        bulk.update_rows(self.alias, self.user_model, users, [self.login_field])
+        for user, login in zip(users, final, strict=True):
+            setattr(user, self.login_field, login)
 
     def _insert_users(self, users: list[Any]) -> None:
         """Insert new users, then read their primary keys back by login name (one query)."""

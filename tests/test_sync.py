@@ -651,3 +651,23 @@ def test_item_lines_can_stream_out_instead_of_being_kept() -> None:
     report = run([remote(1), remote(2)], on_item=lines.append)
     assert lines == ["create user1", "create user2"]
     assert report.items == []
+
+
+@override_settings(KEYRUNES=BASE)
+def test_renames_inside_one_chunk() -> None:
+    run([remote(1, username="ann"), remote(2, username="ben"), remote(3, username="cat")])
+    # ann and ben swap names; cat wants a name nobody gives up.
+    User.objects.create(username="local-dan")
+    report = run(
+        [remote(1, username="ben"), remote(2, username="ann"), remote(3, username="local-dan")]
+    )
+    assert report.updated == 2
+    assert report.refused == {"username_taken": 1}
+    assert "refuse update of local-dan (username_taken)" in report.items  # the remote name
+    names = dict(KeyrunesIdentity.objects.values_list("remote_user_id", "user__username"))
+    assert names == {1: "ben", 2: "ann", 3: "cat"}
+    # Two remote users renamed onto one name: the second is refused.
+    report = run([remote(1, username="eve"), remote(2, username="eve"), remote(3, username="cat")])
+    assert report.refused == {"username_taken": 1}
+    names = dict(KeyrunesIdentity.objects.values_list("remote_user_id", "user__username"))
+    assert names == {1: "eve", 2: "ann", 3: "cat"}
