@@ -93,13 +93,13 @@ class LazyBody(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self.buffer) < size:
+        if size < 0:
+            return self.buffer + b"".join(self.parts)
+        while len(self.buffer) < size:
             part = next(self.parts, None)
             if part is None:
                 break
             self.buffer += part
-        if size < 0:
-            size = len(self.buffer)
         chunk, self.buffer = self.buffer[:size], self.buffer[size:]
         return chunk
 
