@@ -671,3 +671,23 @@ def test_renames_inside_one_chunk() -> None:
     assert report.refused == {"username_taken": 1}
     names = dict(KeyrunesIdentity.objects.values_list("remote_user_id", "user__username"))
     assert names == {1: "eve", 2: "ann", 3: "cat"}
+
+
+@override_settings(KEYRUNES=BASE)
+def test_new_remote_user_named_like_a_listed_one_is_refused_not_displacing() -> None:
+    run([remote(1, username="gus")])
+    report = run([remote(1, username="gus"), remote(2, username="gus")])
+    assert report.refused == {"username_taken": 1}
+    assert report.displaced == 0
+    assert User.objects.get(username="gus").keyrunes_identity.remote_user_id == 1
+
+
+@override_settings(KEYRUNES={**BASE, "USER_ATTR_MAP": {"username": "nickname", "email": "email"}})
+def test_identities_are_accepted_and_a_missing_login_is_refused() -> None:
+    named = dataclasses.replace(
+        remote(1).to_identity("public", 1), payload={"nickname": "hal", "email": "h@example.com"}
+    )
+    report = run([named, remote(2)])  # remote(2) has no "nickname"
+    assert report.created == 1
+    assert report.refused == {"no_username": 1}
+    assert User.objects.get().username == "hal"
