@@ -252,6 +252,20 @@ def _check_service_account(value: Any) -> list[CheckMessage]:
     ]
 
 
+def _check_adopt_groups(value: Any) -> list[CheckMessage]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)) or not all(
+        isinstance(name, str) and name for name in value
+    ):
+        return [
+            Error(
+                f"KEYRUNES['ADOPT_GROUPS'] = {value!r} must be a list of local group names.",
+                hint="For example ('editors',); the default () adopts no local-only group.",
+                id=_ID + "E050",
+            )
+        ]
+    return []
+
+
 def _check_namespace(value: Any) -> list[CheckMessage]:
     if not isinstance(value, str) or not value.strip():
         return [
@@ -292,6 +306,7 @@ def check_settings(
     messages += _check_cache_alias(get("CACHE_ALIAS"))
     messages += _check_service_account(get("SERVICE_ACCOUNT"))
     messages += _check_namespace(get("NAMESPACE"))
+    messages += _check_adopt_groups(get("ADOPT_GROUPS"))
     from keyrunes_django.policies import check_declarations
 
     messages += check_declarations(get("GROUPS"), get("POLICIES"))

@@ -1077,6 +1077,60 @@ class KeyrunesClient:
         )
         return self._parse_list(response, AdminUser)
 
+    #: Largest user listing :meth:`iter_users` reads (decoded bytes): about a million users.
+    USER_LISTING_MAX_BYTES = 256 * 1024 * 1024
+    #: Seconds the whole user listing may take (a sync, not a request, waits for it).
+    USER_LISTING_DEADLINE = 600.0
+
+    def iter_users(
+        self, token: str, org_id: int | None = None, *, max_bytes: int | None = None
+    ) -> Iterator[AdminUser]:
+        """``GET /api/admin/users`` parsed incrementally: users come out as the body is read.
+
+        The request is sent (and failures raised) at once; the returned iterator
+        parses the body with ijson chunk by chunk, so memory does not grow with
+        the listing. A body that is not a JSON array, an invalid element, or one
+        larger than ``max_bytes`` (default :attr:`USER_LISTING_MAX_BYTES`) raises
+        :class:`KeyrunesProtocolError` while iterating.
+        """
+        import ijson  # type: ignore[import-untyped]
+
+        limit = self.USER_LISTING_MAX_BYTES if max_bytes is None else max_bytes
+        response = self.request(
+            "GET",
+            "/api/admin/users",
+            headers=self._bearer(token),
+            params={"org_id": org_id},
+            stream=True,
+            deadline=self.USER_LISTING_DEADLINE,
+        )
+
+        def users() -> Iterator[AdminUser]:
+            parsed: list[Any] = ijson.sendable_list()
+            parser = ijson.items_coro(parsed, "item", use_float=True)
+            opened = False
+            try:
+                for chunk in self.iter_body(response, max_bytes=limit):
+                    start = b"" if opened else chunk.lstrip()[:1]
+                    if start not in (b"[", b""):
+                        raise KeyrunesProtocolError("The user listing is not a JSON array.")
+                    opened = opened or start == b"["
+                    parser.send(chunk)
+                    yield from (AdminUser.model_validate(item) for item in parsed)
+                    del parsed[:]
+                parser.close()
+                yield from (AdminUser.model_validate(item) for item in parsed)
+            except ijson.JSONError as exc:
+                raise KeyrunesProtocolError(f"The user listing is not valid JSON: {exc}") from exc
+            except PydanticValidationError as exc:
+                raise KeyrunesProtocolError(
+                    f"Unexpected AdminUser from Keyrunes: {_validation_summary(exc)}"
+                ) from exc
+            finally:
+                response.close()
+
+        return users()
+
     def create_user(
         self,
         token: str,

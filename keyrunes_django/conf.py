@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "DENY_GROUP": None,
     "ALWAYS_UPDATE_USER": True,
     "LINK_EXISTING_USERS": False,
+    "ADOPT_GROUPS": (),  # local-only group names the mirror may take over
     # Declared groups and policies (policy registry).
     "GROUPS": (),
     "POLICIES": (),

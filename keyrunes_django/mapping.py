@@ -9,9 +9,10 @@ One code path for every source (login, bearer token, sync): a
 replaces it with a subclass named in ``USER_MAPPER``.
 
 The pure computations (:meth:`UserMapper.user_fields`,
-:meth:`UserMapper.local_group_names`, :meth:`UserMapper.flags`) are kept apart
-from the writes so bulk sync can reuse them, as are the in-memory steps
-(:meth:`UserMapper.new_user`, :meth:`UserMapper.new_record`,
+:meth:`UserMapper.group_plan`, :meth:`UserMapper.flags`,
+:meth:`UserMapper.fit_fields`, :meth:`UserMapper.link_decision`) are kept
+apart from the writes so bulk sync makes the same decisions, as are the
+in-memory steps (:meth:`UserMapper.new_user`, :meth:`UserMapper.new_record`,
 :meth:`UserMapper.user_changes`, :meth:`UserMapper.identity_record_changes`)
 that decide what to write. Writes happen only for what changed: mirroring an
 unchanged user issues reads only.
@@ -24,23 +25,24 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.contrib.auth.models import Group
-from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, transaction
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
 from keyrunes_django import signals
+from keyrunes_django.bulk import groups_by_name
 from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.exceptions import MirrorRefused
 from keyrunes_django.identity import VerifiedIdentity
 from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
 
-__all__ = ["FLAG_FIELDS", "MirrorResult", "UserMapper", "get_mapper"]
+__all__ = ["FLAG_FIELDS", "LinkDecision", "LocalHolder", "MirrorResult", "UserMapper", "get_mapper"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,30 @@ class MirrorResult:
     user: AbstractBaseUser
     created: bool
     changed: bool
+
+
+@dataclass(frozen=True)
+class LocalHolder:
+    """The local user that holds a login name, and the Keyrunes user it is linked to, if any."""
+
+    pk: Any
+    namespace: str | None = None
+    remote_user_id: int | None = None
+
+
+@dataclass(frozen=True)
+class LinkDecision:
+    """What to do for a remote user that has no local record yet.
+
+    ``create``: a new local user. ``link``: take over the unlinked local user
+    ``holder`` (``LINK_EXISTING_USERS``). ``displace``: ``holder`` is linked to
+    an older remote user of the same namespace that no longer has this name;
+    rename it (:meth:`UserMapper.displaced_login`) and create a new user.
+    ``reuse``: ``holder`` is already this remote user's local user.
+    """
+
+    action: Literal["create", "link", "displace", "reuse"]
+    holder: LocalHolder | None = None
 
 
 def names(value: object) -> frozenset[str]:
@@ -169,8 +195,47 @@ class UserMapper:
                 fields[local] = value
         return fields
 
+    def fit_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``fields`` as the user model stores them; :class:`MirrorRefused` when one does not fit.
+
+        Each value goes through its model field's ``to_python``, so a remote
+        number mapped onto a text field is compared as the text that would be
+        written. Remote data the database would reject is refused here rather
+        than failing in SQL: an empty ``USERNAME_FIELD`` (``no_username``), a
+        text longer than the column (``value_too_long``), a value of the wrong
+        kind (``invalid_value``).
+        """
+        meta = self.user_model._meta
+        username_field: str = getattr(self.user_model, "USERNAME_FIELD")  # noqa: B009
+        fitted: dict[str, Any] = {}
+        for name, raw in fields.items():
+            field: Any = meta.get_field(name)
+            try:
+                value = field.to_python(raw)
+            except ValidationError:
+                raise MirrorRefused(
+                    f"The Keyrunes value for {name!r} is not a valid {field.get_internal_type()}.",
+                    reason="invalid_value",
+                ) from None
+            max_length = getattr(field, "max_length", None)
+            if isinstance(value, str) and max_length and len(value) > max_length:
+                raise MirrorRefused(
+                    f"The Keyrunes value for {name!r} has {len(value)} characters; the local "
+                    f"field holds {max_length}.",
+                    reason="value_too_long",
+                )
+            if name == username_field and value in (None, ""):
+                raise MirrorRefused(
+                    f"The Keyrunes user has an empty {name!r}, which the local user needs.",
+                    reason="no_username",
+                )
+            fitted[name] = value
+        return fitted
+
     def group_plan(self, identity: VerifiedIdentity) -> dict[str, str] | None:
         """Local group name -> the remote group it comes from; ``None``: leave groups alone.
+
+        This is the hook for group mapping: login, token and sync all call it.
 
         A remote group is mirrored when ``MIRROR_GROUPS`` is True, when it is in
         the ``MIRROR_GROUPS`` allow-list, or when ``GROUP_MAP`` names it, unless
@@ -198,15 +263,10 @@ class UserMapper:
                 plan.setdefault(local, remote)
         return plan
 
-    def local_group_names(self, identity: VerifiedIdentity) -> set[str] | None:
-        """Names of the mirrored local groups the user should be in (``None``: unknown)."""
-        plan = self.group_plan(identity)
-        return None if plan is None else set(plan)
-
     def flags(self, identity: VerifiedIdentity) -> dict[str, bool]:
         """``is_staff``/``is_superuser``/``is_active`` values to apply.
 
-        Defaults (contract §12.2): a global superadmin (``superadmin`` in
+        Defaults: a global superadmin (``superadmin`` in
         namespace ``public``) gets ``is_superuser`` and ``is_staff``, a tenant
         admin ``is_staff``; ``is_active`` is not managed. ``FLAGS_BY_GROUP``
         replaces a flag's rule with "member of any of these remote groups"
@@ -233,6 +293,52 @@ class UserMapper:
             if value is not None and flag in model_fields
         }
 
+    def may_adopt(self, local_name: str) -> bool:
+        """Whether an existing local-only group ``local_name`` may become mirrored.
+
+        Only names listed in ``ADOPT_GROUPS``: a same-named remote group must
+        not take over a group (and its permissions) that the app did not create.
+        """
+        return local_name in names(keyrunes_settings.ADOPT_GROUPS)
+
+    def link_decision(self, identity: VerifiedIdentity, holder: LocalHolder | None) -> LinkDecision:
+        """How ``identity``, which has no local record, gets a local user.
+
+        ``holder`` is the local user that already has the login name (or
+        ``None``). Keyrunes keeps usernames and emails unique inside a
+        namespace, so a holder linked to another remote user of the same
+        namespace belongs to a remote user that was deleted or renamed: it is
+        displaced (renamed, history kept) instead of blocking the new user.
+        Raises :class:`MirrorRefused` (``local_user_exists``, ``username_taken``).
+        """
+        if holder is None:
+            return LinkDecision("create")
+        if holder.namespace is None:
+            if not keyrunes_settings.LINK_EXISTING_USERS:
+                raise MirrorRefused(
+                    "A local user with this name exists that is not linked to Keyrunes; "
+                    "refusing to take it over. Link it by setting "
+                    "KEYRUNES['LINK_EXISTING_USERS'] = True or rename the local user.",
+                    reason="local_user_exists",
+                )
+            return LinkDecision("link", holder)
+        if (holder.namespace, holder.remote_user_id) == (identity.namespace, identity.user_id):
+            return LinkDecision("reuse", holder)
+        if holder.namespace == identity.namespace:
+            return LinkDecision("displace", holder)
+        raise MirrorRefused(
+            f"The local user with this name belongs to another Keyrunes identity "
+            f"({holder.namespace}:{holder.remote_user_id}).",
+            reason="username_taken",
+        )
+
+    def displaced_login(self, login: str, holder: LocalHolder) -> str:
+        """The new login name of a displaced local user: ``<login>~<old remote id>``."""
+        suffix = f"~{holder.remote_user_id}"
+        field = self.user_model._meta.get_field(getattr(self.user_model, "USERNAME_FIELD"))  # noqa: B009
+        max_length = getattr(field, "max_length", None) or 150
+        return login[: max_length - len(suffix)] + suffix
+
     def stored_payload(
         self, identity: VerifiedIdentity, previous: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -258,13 +364,28 @@ class UserMapper:
     ) -> AbstractBaseUser:
         """An unsaved local user for ``identity``, without a usable password.
 
-        Sends :data:`~keyrunes_django.signals.populate_user` (``created=True``).
+        Sends :data:`~keyrunes_django.signals.populate_user` (``created=True``);
+        raises :class:`MirrorRefused` (``missing_field``) when a required field
+        of the user model still has no value.
         """
         user = self.user_model(**fields)
         for flag, value in flags.items():
             setattr(user, flag, value)
         user.password = unusable_password()
         signals.populate_user.send(sender=type(self), user=user, identity=identity, created=True)
+        missing = [
+            field.name
+            for field in user._meta.concrete_fields
+            if getattr(user, field.attname) is None
+            and not (field.primary_key or field.null)
+            and not (getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False))
+        ]
+        if missing:
+            raise MirrorRefused(
+                f"{self.user_model.__name__} requires {', '.join(missing)}, which neither "
+                "USER_ATTR_MAP nor a populate_user receiver provides.",
+                reason="missing_field",
+            )
         return user
 
     def new_record(
@@ -354,7 +475,7 @@ class UserMapper:
     def mirror(self, identity: VerifiedIdentity) -> MirrorResult:
         """Create or update the local user of ``identity``; write only what changed."""
         self.check_identity(identity)
-        fields = self.user_fields(identity)
+        fields = self.fit_fields(self.user_fields(identity))
         flags = self.flags(identity)
         plan = self.group_plan(identity)
 
@@ -394,18 +515,36 @@ class UserMapper:
         """(record, created, changed) for an identity without a local record yet."""
         username_field: str = getattr(self.user_model, "USERNAME_FIELD")  # noqa: B009
         username = fields.get(username_field)
-        if not username:
+        if username is None:
             raise ImproperlyConfigured(
                 f"KEYRUNES['USER_ATTR_MAP'] gives no value for {username_field!r}, "
                 f"the USERNAME_FIELD of {self.user_model.__name__}."
             )
-        manager = self.user_model._default_manager
-        existing = manager.filter(**{username_field: username}).first()
-        if existing is not None:
-            return self._claim_existing(existing, identity)
-
+        manager: Any = self.user_model._default_manager
+        row = (
+            manager.filter(**{username_field: username})
+            .values_list("pk", "keyrunes_identity__namespace", "keyrunes_identity__remote_user_id")
+            .first()
+        )
+        holder = LocalHolder(*row) if row is not None else None
+        decision = self.link_decision(identity, holder)
+        if decision.action == "reuse" and holder is not None:
+            # Linked a moment ago by a concurrent login of the same remote user.
+            record = KeyrunesIdentity.objects.select_related("user").get(user_id=holder.pk)
+            return record, False, False
+        if decision.action == "link" and holder is not None:
+            return self._link_existing(manager.get(pk=holder.pk), identity)
         try:
             with transaction.atomic():
+                if decision.action == "displace" and holder is not None:
+                    new_login = self.displaced_login(str(username), holder)
+                    manager.filter(pk=holder.pk).update(**{username_field: new_login})
+                    logger.warning(
+                        "Local user pk=%s (Keyrunes user %s:%s) renamed to %r: Keyrunes user "
+                        "%s now has its name",
+                        holder.pk, holder.namespace, holder.remote_user_id, new_login,
+                        identity.user_id,
+                    )  # fmt: skip
                 user = self.new_user(identity, fields, flags)
                 user.save()
                 record = self._new_record(user, identity)
@@ -421,26 +560,9 @@ class UserMapper:
             return found, False, False
         return record, True, True
 
-    def _claim_existing(
+    def _link_existing(
         self, existing: AbstractBaseUser, identity: VerifiedIdentity
     ) -> tuple[KeyrunesIdentity, bool, bool]:
-        other = KeyrunesIdentity.objects.filter(user=cast(Any, existing)).first()
-        if other is not None:
-            if (other.namespace, other.remote_user_id) == (identity.namespace, identity.user_id):
-                other.user = cast(Any, existing)
-                return other, False, False
-            raise MirrorRefused(
-                f"The local user {existing.get_username()!r} belongs to another Keyrunes "
-                f"identity ({other}).",
-                reason="username_taken",
-            )
-        if not keyrunes_settings.LINK_EXISTING_USERS:
-            raise MirrorRefused(
-                f"A local user {existing.get_username()!r} exists that is not linked to "
-                "Keyrunes; refusing to take it over. Link it by setting "
-                "KEYRUNES['LINK_EXISTING_USERS'] = True or rename the local user.",
-                reason="local_user_exists",
-            )
         try:
             with transaction.atomic():
                 record = self._new_record(existing, identity)
@@ -508,18 +630,23 @@ class UserMapper:
             for pk, name, marker in groups_manager.values_list("pk", "name", "keyrunes_mirror__pk")
         }
         remove = [pk for name, (pk, marker) in current.items() if marker and name not in plan]
-        adopt = {pk: name for name, (pk, marker) in current.items() if not marker and name in plan}
-        missing = set(plan) - set(current)
+        adopt: dict[int, str] = {}
         add: list[int] = []
-        if missing:
-            found = groups_by_name(missing)
-            for name in sorted(missing):
-                if name in found:
-                    pk, marker = found[name]
-                else:
-                    pk, marker = Group.objects.get_or_create(name=name)[0].pk, None
-                if not marker:
-                    adopt[pk] = name
+        missing = set(plan) - set(current)
+        found = groups_by_name(router.db_for_read(Group), missing) if missing else {}
+        for name in sorted(set(plan) - {n for n, (_pk, marker) in current.items() if marker}):
+            pk, marker = current.get(name) or found.get(name) or (None, None)
+            if pk is None:
+                group, created = Group.objects.get_or_create(name=name)
+                if not created:  # pragma: no cover - someone created it a moment ago
+                    continue
+                pk = group.pk
+            elif not marker and not self.may_adopt(name):
+                report_collision(name, plan[name])
+                continue
+            if not marker:
+                adopt[pk] = name
+            if name not in current:
                 add.append(pk)
         now = timezone.now()
         for pk, name in adopt.items():
@@ -539,14 +666,14 @@ class UserMapper:
         return bool(add or remove or adopt)
 
 
-def groups_by_name(names: Iterable[str]) -> dict[str, tuple[int, int | None]]:
-    """Existing local groups among ``names``: name -> (pk, :class:`MirroredGroup` pk or None)."""
-    return {
-        name: (pk, marker)
-        for pk, name, marker in Group.objects.filter(name__in=list(names)).values_list(
-            "pk", "name", "keyrunes_mirror__pk"
-        )
-    }
+def report_collision(local_name: str, remote_name: str) -> None:
+    """Log that remote group ``remote_name`` was not mirrored onto local-only ``local_name``."""
+    logger.warning(
+        "Keyrunes group %r was not mirrored: the local group %r was not created by the mirror "
+        "(list it in KEYRUNES['ADOPT_GROUPS'] to adopt it, or rename it).",
+        remote_name,
+        local_name,
+    )
 
 
 def get_mapper() -> UserMapper:

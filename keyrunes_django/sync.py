@@ -1,68 +1,84 @@
 """Bulk mirroring of Keyrunes users and groups (the ``keyrunes_sync_*`` commands).
 
-The rules are the login mapper's own (:func:`keyrunes_django.mapping.get_mapper`):
-its pure functions (``check_identity``, ``user_fields``, ``flags``,
-``group_plan``) decide what each user should look like, its in-memory steps
-(``new_user``, ``new_record``, ``user_changes``, ``identity_record_changes``)
-what changes, and this module only replaces the one-row-at-a-time writes of
-:meth:`~keyrunes_django.mapping.UserMapper.mirror` by a fixed set of bulk
-statements. The number of queries does not depend on the number of users (up
-to the database's parameter limit per statement; beyond it each statement is
-split in batches of thousands of rows).
+The decisions are the login mapper's own (:func:`keyrunes_django.mapping.get_mapper`):
+``check_identity``, ``user_fields`` + ``fit_fields``, ``flags``, ``group_plan``,
+``link_decision`` and ``may_adopt`` decide what each user should look like, its
+in-memory steps (``new_user``, ``new_record``, ``user_changes``,
+``identity_record_changes``, ``reactivation_changes``) what changes. This
+module only replaces the one-row-at-a-time writes of
+:meth:`~keyrunes_django.mapping.UserMapper.mirror` by bulk statements
+(:mod:`keyrunes_django.bulk`).
+
+The listing is consumed as a stream, in chunks of :data:`CHUNK_SIZE` users, each
+going through the same phases: plan (mapper checks and values), link (local
+records, :meth:`~keyrunes_django.mapping.UserMapper.link_decision`), changes,
+group plan, write. Memory and queries per chunk are bounded, so a sync is
+linear in the number of users; only the set of remote ids seen is kept for the
+whole run (the shrink guard and the deactivation of missing users need it).
 
 Nothing is ever deleted for users: users gone remotely are deactivated
 (``is_active=False``) and only when asked. Every write happens in one
-transaction, after all checks passed, so an aborted sync changes nothing.
+transaction that is rolled back when a later check fails (shrink guard,
+duplicate ids, a failing listing), so an aborted sync changes nothing.
+Remote users that do not fit the local model are refused and reported, and
+everyone else is synced.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import Group
-from django.db import connections, router, transaction
-from django.db.models.constants import OnConflict
+from django.db import router, transaction
 from django.utils import timezone
 
-from keyrunes_django import signals
-from keyrunes_django.conf import keyrunes_settings
-from keyrunes_django.exceptions import KeyrunesError, MirrorRefused
+from keyrunes_django import bulk, signals
+from keyrunes_django.exceptions import KeyrunesError, KeyrunesProtocolError, MirrorRefused
 from keyrunes_django.identity import VerifiedIdentity
-from keyrunes_django.mapping import UserMapper, get_mapper, groups_by_name
+from keyrunes_django.mapping import LocalHolder, UserMapper, get_mapper, report_collision
 from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
 from keyrunes_django.schemas import AdminUser
 from keyrunes_django.schemas import Group as RemoteGroup
 
 __all__ = [
+    "CHUNK_SIZE",
+    "DEFAULT_GROUP_MAX_SHRINK",
+    "DEFAULT_MAX_SHRINK",
     "GroupSyncReport",
     "SyncAborted",
     "UserSyncReport",
-    "fetch_all",
+    "group_collisions",
     "sync_groups",
     "sync_users",
 ]
+
 
 Progress = Callable[[str, int, int], None]
 
 #: Default ``--max-shrink``: abort when the listing has this many percent fewer users.
 DEFAULT_MAX_SHRINK = 10.0
+#: Default ``--max-shrink`` of ``keyrunes_sync_groups --prune``: group listings are short,
+#: so removing one group of three is routine, while losing most of them is refused.
+DEFAULT_GROUP_MAX_SHRINK = 50.0
+#: Remote users planned and written together; bounds the memory and the size of statements.
+CHUNK_SIZE = 500
 
 
 class SyncAborted(KeyrunesError):
-    """The sync stopped before writing anything (listing failed, shrank too much...)."""
+    """The sync stopped and changed nothing (listing shrank too much, empty listing...)."""
 
 
 @dataclass
 class UserSyncReport:
-    """Counts of one user sync; ``items`` holds one line per affected user."""
+    """Counts of one user sync, and one line per affected user.
+
+    The lines go to ``on_item`` when it is set (so a long sync does not keep
+    them), else into ``items``.
+    """
 
     remote: int = 0
     created: int = 0
@@ -70,24 +86,41 @@ class UserSyncReport:
     updated: int = 0
     unchanged: int = 0
     deactivated: int = 0
+    displaced: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     groups_created: int = 0
     groups_marked: int = 0
     memberships_added: int = 0
     memberships_removed: int = 0
+    collisions: set[str] = field(default_factory=set)
     dry_run: bool = False
     items: list[str] = field(default_factory=list)
+    on_item: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+
+    def note(self, line: str) -> None:
+        """Record one line about one user."""
+        if self.on_item is not None:
+            self.on_item(line)
+        else:
+            self.items.append(line)
 
     def summary(self) -> str:
         refused = sum(self.refused.values())
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.refused.items()))
         prefix = "Dry run, would have: " if self.dry_run else ""
+        collisions = (
+            f" Not mirrored onto local-only groups: {', '.join(sorted(self.collisions))}."
+            if self.collisions
+            else ""
+        )
         return (
             f"{prefix}{self.remote} remote users: {self.created} created, {self.linked} linked, "
             f"{self.updated} updated, {self.unchanged} unchanged, {self.deactivated} "
-            f"deactivated, {refused} refused{f' ({reasons})' if reasons else ''}; groups: "
+            f"deactivated, {self.displaced} displaced, {refused} refused"
+            f"{f' ({reasons})' if reasons else ''}; groups: "
             f"{self.groups_created} created, {self.groups_marked} marked as mirrored; "
             f"memberships: {self.memberships_added} added, {self.memberships_removed} removed."
+            f"{collisions}"
         )
 
 
@@ -101,82 +134,36 @@ class GroupSyncReport:
     unchanged: int = 0
     skipped: int = 0
     pruned: int = 0
+    collisions: set[str] = field(default_factory=set)
     dry_run: bool = False
     items: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         prefix = "Dry run, would have: " if self.dry_run else ""
+        collisions = (
+            f" Not mirrored onto local-only groups: {', '.join(sorted(self.collisions))}."
+            if self.collisions
+            else ""
+        )
         return (
             f"{prefix}{self.remote} remote groups: {self.created} created, {self.marked} marked "
             f"as mirrored, {self.unchanged} unchanged, {self.skipped} not mirrored by the "
-            f"settings, {self.pruned} pruned."
+            f"settings, {self.pruned} pruned.{collisions}"
         )
 
 
-def fetch_all(fetch_page: Callable[[int], Sequence[Any] | tuple[Sequence[Any], bool]]) -> list[Any]:
-    """Collect a listing that may be paged.
-
-    ``fetch_page(n)`` returns page ``n`` (from 0) either as a sequence or as
-    ``(items, has_more)``. A plain sequence is one complete listing (Keyrunes
-    does not page ``/api/admin/users`` today); a tuple keeps the loop going
-    while ``has_more`` is true.
-    """
-    items: list[Any] = []
-    page = 0
-    while True:
-        answer = fetch_page(page)
-        if isinstance(answer, tuple):
-            chunk, has_more = answer
-        else:
-            chunk, has_more = answer, False
-        items.extend(chunk)
-        if not has_more or not chunk:
-            return items
-        page += 1
-
-
-# ------------------------------------------------------------------ helpers
-
-
-@contextlib.contextmanager
-def _real_sqlite_parameter_limit(alias: str) -> Iterator[None]:
-    """Batch SQLite statements by the library's real parameter limit.
-
-    Django 5.2 assumes SQLite's historical 999 variables per statement, which
-    splits a bulk insert of a few hundred users into many statements; SQLite
-    >= 3.32 allows 32766 and Python 3.11+ can ask. Restored on exit.
-    """
-    connection = connections[alias]
-    features = connection.features
-    if connection.vendor != "sqlite":
-        yield
+def _shrink_guard(before: int, after: int, max_shrink: float | None, what: str) -> None:
+    """Raise :class:`SyncAborted` when ``after`` is more than ``max_shrink`` % below ``before``."""
+    if max_shrink is None or not before or after >= before * (1 - max_shrink / 100):
         return
-    connection.ensure_connection()
-    raw = connection.connection
-    getlimit = getattr(raw, "getlimit", None)
-    limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else None
-    had_own = "max_query_params" in vars(features)
-    previous = features.max_query_params
-    if limit and limit > previous:
-        features.max_query_params = limit
-    try:
-        yield
-    finally:
-        if had_own:
-            features.max_query_params = previous
-        else:
-            with contextlib.suppress(AttributeError):
-                del features.max_query_params
+    raise SyncAborted(
+        f"{what}: {after} listed against {before} known, it shrank by "
+        f"{100 * (before - after) / before:.1f}%, more than the {max_shrink:g}% allowed "
+        "(--max-shrink). Nothing was changed."
+    )
 
 
-def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), max(1, size)):
-        yield values[start : start + size]
-
-
-def _param_chunk(alias: str) -> int:
-    limit = connections[alias].features.max_query_params
-    return max(1, int(limit) - 10) if limit else 10_000
+# ------------------------------------------------------------------ groups
 
 
 def _probe_identity(name: str, namespace: str, organization_id: int) -> VerifiedIdentity:
@@ -192,39 +179,19 @@ def _probe_identity(name: str, namespace: str, organization_id: int) -> Verified
     )
 
 
-def _note(report: UserSyncReport | GroupSyncReport, line: str) -> None:
-    report.items.append(line)
-
-
-def _create_groups(names: list[str]) -> dict[str, Any]:
-    """Create the groups ``names`` in one statement; their ids by name."""
-    created = Group.objects.bulk_create([Group(name=name) for name in names])
-    ids = {group.name: group.pk for group in created}
-    if any(pk is None for pk in ids.values()):
-        # Backends without INSERT ... RETURNING set no ids: read them back.
-        ids = dict(Group.objects.filter(name__in=names).values_list("name", "pk"))
-    return ids
-
-
-def _mark_mirrored(
-    groups: list[tuple[Any, str]], *, namespace: str, organization_id: int, now: datetime
-) -> None:
-    """Mark (group id, remote group name) pairs as mirrored, in one statement."""
-    MirroredGroup.objects.bulk_create(
-        [
-            MirroredGroup(
-                group_id=group_id,
-                remote_name=remote_name,
-                namespace=namespace,
-                organization_id=organization_id,
-                last_synced_at=now,
-            )
-            for group_id, remote_name in groups
-        ]
-    )
-
-
-# ------------------------------------------------------------------ groups
+def _group_plan(
+    mapper: UserMapper, names: list[str], namespace: str, organization_id: int, report: Any
+) -> dict[str, str]:
+    """Local group name -> remote group name for a remote group listing."""
+    plan: dict[str, str] = {}
+    for name in names:
+        local = mapper.group_plan(_probe_identity(name, namespace, organization_id)) or {}
+        if not local:
+            report.skipped += 1
+            report.items.append(f"skip {name} (not mirrored by MIRROR_GROUPS/GROUP_MAP)")
+        for local_name, remote_name in local.items():
+            plan.setdefault(local_name, remote_name)
+    return plan
 
 
 def sync_groups(
@@ -233,6 +200,7 @@ def sync_groups(
     namespace: str,
     organization_id: int,
     prune: bool = False,
+    max_shrink: float | None = DEFAULT_GROUP_MAX_SHRINK,
     dry_run: bool = False,
     mapper: UserMapper | None = None,
 ) -> GroupSyncReport:
@@ -240,64 +208,98 @@ def sync_groups(
 
     Each remote group becomes the local group(s) ``GROUP_MAP`` /
     ``MIRROR_GROUPS`` give it at login, marked with a :class:`MirroredGroup`.
-    With ``prune``, groups marked as mirrored from this namespace whose remote
-    group no longer exists are deleted; groups without a marker (local-only)
-    are never touched.
+    An existing local group the mirror did not create is left alone and
+    reported as a collision unless ``ADOPT_GROUPS`` names it. With ``prune``,
+    groups marked as mirrored from this namespace whose remote group no longer
+    exists are deleted, unless that is more than ``max_shrink`` percent of
+    them (:class:`SyncAborted`); local-only groups are never touched.
     """
     mapper = mapper or get_mapper()
+    alias = router.db_for_write(Group)
     names = sorted({g if isinstance(g, str) else g.name for g in remote_groups})
     report = GroupSyncReport(remote=len(names), dry_run=dry_run)
     if prune and not names:
         raise SyncAborted("The remote group listing is empty; refusing to prune every group.")
-    plan: dict[str, str] = {}
-    for name in names:
-        local = mapper.group_plan(_probe_identity(name, namespace, organization_id)) or {}
-        if not local:
-            report.skipped += 1
-            _note(report, f"skip {name} (not mirrored by MIRROR_GROUPS/GROUP_MAP)")
-        for local_name, remote_name in local.items():
-            plan.setdefault(local_name, remote_name)
-
-    now = timezone.now()
-    existing = groups_by_name(plan)
+    plan = _group_plan(mapper, names, namespace, organization_id, report)
+    existing = bulk.groups_by_name(alias, plan)
     to_create = sorted(name for name in plan if name not in existing)
-    to_mark = sorted(name for name, (_pk, marker) in existing.items() if not marker)
-    stale: list[MirroredGroup] = []
-    if prune:
-        remote_names = set(names)
-        stale = [
-            marker
-            for marker in MirroredGroup.objects.filter(namespace=namespace).select_related("group")
-            if marker.remote_name not in remote_names
-        ]
-    report.created = len(to_create)
-    report.marked = len(to_mark)
-    report.unchanged = len(plan) - len(to_create) - len(to_mark)
-    report.pruned = len(stale)
-    for name in to_create:
-        _note(report, f"create {name} (from {plan[name]})")
-    for name in to_mark:
-        _note(report, f"mark {name} as mirrored (from {plan[name]})")
-    for marker in stale:
-        _note(report, f"prune {marker.group.name} (remote {marker.remote_name} is gone)")
+    to_mark = _groups_to_mark(mapper, plan, existing, report)
+    stale = _stale_groups(namespace, set(names)) if prune else []
+    if stale:
+        mirrored = MirroredGroup.objects.filter(namespace=namespace).count()
+        _shrink_guard(mirrored, mirrored - len(stale), max_shrink, "Mirrored groups")
+    report.created, report.marked, report.pruned = len(to_create), len(to_mark), len(stale)
+    report.items += [f"create {name} (from {plan[name]})" for name in to_create]
+    report.items += [f"mark {name} as mirrored (from {plan[name]})" for name in to_mark]
+    report.items += [f"prune {group} (remote {remote} is gone)" for _pk, group, remote in stale]
     if dry_run:
         return report
-
-    with transaction.atomic():
-        ids = _create_groups(to_create)
+    now = timezone.now()
+    with transaction.atomic(using=alias):
+        ids = bulk.create_groups(alias, to_create)
         ids.update({name: existing[name][0] for name in to_mark})
-        _mark_mirrored(
+        bulk.mark_mirrored(
+            alias,
             [(ids[name], plan[name]) for name in to_create + to_mark],
             namespace=namespace,
             organization_id=organization_id,
             now=now,
         )
         MirroredGroup.objects.filter(
-            group__name__in=[n for n in plan if n in existing and existing[n][1]]
+            group_id__in=[pk for pk, marker in existing.values() if marker]
         ).update(last_synced_at=now)
-        if stale:
-            Group.objects.filter(pk__in=[marker.group_id for marker in stale]).delete()
+        bulk.delete_pks(alias, Group, [pk for pk, _group, _remote in stale])
     return report
+
+
+def _groups_to_mark(
+    mapper: UserMapper,
+    plan: dict[str, str],
+    existing: dict[str, tuple[Any, Any]],
+    report: GroupSyncReport,
+) -> list[str]:
+    """Existing unmarked groups that may be adopted; the others are reported as collisions."""
+    to_mark = []
+    for name, (_pk, marker) in sorted(existing.items()):
+        if marker:
+            report.unchanged += 1
+        elif mapper.may_adopt(name):
+            to_mark.append(name)
+        else:
+            report.collisions.add(name)
+            report.items.append(f"collision: {name} is a local-only group; not mirrored")
+            report_collision(name, plan[name])
+    return to_mark
+
+
+def group_collisions(
+    remote_groups: Iterable[RemoteGroup | str],
+    *,
+    namespace: str,
+    organization_id: int,
+    mapper: UserMapper | None = None,
+) -> dict[str, str]:
+    """Local-only groups a remote group maps onto (local name -> remote name).
+
+    These are left alone by login and sync unless ``ADOPT_GROUPS`` names them.
+    """
+    mapper = mapper or get_mapper()
+    names = sorted({g if isinstance(g, str) else g.name for g in remote_groups})
+    plan = _group_plan(mapper, names, namespace, organization_id, GroupSyncReport())
+    existing = bulk.groups_by_name(router.db_for_read(Group), plan)
+    return {
+        name: plan[name]
+        for name, (_pk, marker) in sorted(existing.items())
+        if not marker and not mapper.may_adopt(name)
+    }
+
+
+def _stale_groups(namespace: str, remote_names: set[str]) -> list[tuple[Any, str, str]]:
+    """(group pk, group name, remote name) of this namespace's mirrored groups gone remotely."""
+    rows = MirroredGroup.objects.filter(namespace=namespace).values_list(
+        "group_id", "group__name", "remote_name"
+    )
+    return [row for row in rows if row[2] not in remote_names]
 
 
 # ------------------------------------------------------------------- users
@@ -305,10 +307,30 @@ def sync_groups(
 
 @dataclass
 class _Planned:
+    """One remote user through the phases of its chunk."""
+
     identity: VerifiedIdentity
     fields: dict[str, Any]
     flags: dict[str, bool]
     groups: dict[str, str] | None
+    action: str = "update"  # "create", "link" or "update"
+    user: Any = None
+    record: KeyrunesIdentity | None = None
+    dirty: set[str] = field(default_factory=set)
+    record_dirty: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _ChunkWrites:
+    """What one chunk writes, collected by the phases before the write phase."""
+
+    planned: list[_Planned] = field(default_factory=list)
+    displaced: list[Any] = field(default_factory=list)
+    swapped: list[Any] = field(default_factory=list)  # renamed onto a name renamed away
+    new_groups: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    group_ids: dict[str, Any] = field(default_factory=dict)
+    remote_of: dict[str, str] = field(default_factory=dict)
 
 
 def sync_users(
@@ -321,422 +343,514 @@ def sync_users(
     dry_run: bool = False,
     mapper: UserMapper | None = None,
     progress: Progress | None = None,
+    on_item: Callable[[str], None] | None = None,
 ) -> UserSyncReport:
-    """Mirror a complete remote user listing in bulk.
+    """Mirror a complete remote user listing, read as a stream, in bulk.
 
-    Raises :class:`SyncAborted`, before writing anything, when the listing has
-    more than ``max_shrink`` percent fewer users than the active users mirrored
-    from this namespace (``None`` disables the check).
+    One line per affected user goes to ``on_item`` as it is decided, or into
+    the report's ``items`` without it.
+
+    Raises :class:`SyncAborted` and changes nothing when the listing has more
+    than ``max_shrink`` percent fewer distinct users than the active users
+    mirrored from this namespace (``None`` disables the check), and
+    :class:`~keyrunes_django.exceptions.KeyrunesProtocolError` when it lists a
+    remote id twice.
     """
-    mapper = mapper or get_mapper()
-    user_model = get_user_model()
-    alias = router.db_for_write(user_model)
-    identities = [
-        u if isinstance(u, VerifiedIdentity) else u.to_identity(namespace, organization_id)
-        for u in remote_users
-    ]
-    report = UserSyncReport(remote=len(identities), dry_run=dry_run)
-    with _real_sqlite_parameter_limit(alias):
+    run = _UserSync(mapper or get_mapper(), namespace, organization_id, dry_run, progress)
+    run.report.on_item = on_item
+    return run.run(remote_users, deactivate_missing=deactivate_missing, max_shrink=max_shrink)
+
+
+class _UserSync:
+    """The plan of one user sync: state kept across chunks, and the phases of a chunk."""
+
+    def __init__(
+        self,
+        mapper: UserMapper,
+        namespace: str,
+        organization_id: int,
+        dry_run: bool,
+        progress: Progress | None,
+    ) -> None:
+        self.mapper = mapper
+        self.user_model: Any = get_user_model()
+        self.login_field: str = self.user_model.USERNAME_FIELD
+        self.alias = router.db_for_write(self.user_model)
+        self.namespace = namespace
+        self.organization_id = organization_id
+        self.progress = progress
+        self.report = UserSyncReport(dry_run=dry_run)
+        self.now = timezone.now()
+        self.seen: set[int] = set()
+        # Dry run only: what earlier chunks would have written (logins, groups).
+        self.dry_logins: set[Any] = set()
+        self.dry_groups: set[str] = set()
+        self.dry_adopted: set[str] = set()
+
+    def run(
+        self,
+        remote_users: Iterable[AdminUser | VerifiedIdentity],
+        *,
+        deactivate_missing: bool,
+        max_shrink: float | None,
+    ) -> UserSyncReport:
+        total = len(remote_users) if isinstance(remote_users, (list, tuple)) else 0
+        active = self._mirrored_active().count()
+        with transaction.atomic(using=self.alias):
+            for batch in bulk.chunked(remote_users, CHUNK_SIZE):
+                self._chunk([self._identity(item) for item in batch])
+                if self.progress is not None:
+                    self.progress("mapping", len(self.seen), max(total, len(self.seen)))
+            self.report.remote = len(self.seen)
+            _shrink_guard(active, len(self.seen), max_shrink, "Remote users")
+            if deactivate_missing:
+                self._deactivate_missing()
+        if self.progress is not None:
+            self.progress("writing", 1, 1)
+        return self.report
+
+    def _identity(self, item: AdminUser | VerifiedIdentity) -> VerifiedIdentity:
+        if isinstance(item, VerifiedIdentity):
+            return item
+        return item.to_identity(self.namespace, self.organization_id)
+
+    def _mirrored_active(self) -> Any:
+        return KeyrunesIdentity.objects.using(self.alias).filter(
+            namespace=self.namespace, user__is_active=True
+        )
+
+    def _refuse(self, identity: VerifiedIdentity, reason: str, what: str = "") -> None:
+        self.report.refused[reason] += 1
+        self.report.note(f"refuse {what}{identity.username} ({reason})")
+
+    def _chunk(self, identities: list[VerifiedIdentity]) -> None:
+        writes = _ChunkWrites(planned=self._plan(identities))
+        self._attach_records(writes)
+        renamed = self._update_existing(writes)
+        self._link_new(writes, renamed)
+        self._prepare_new(writes)
+        self._group_plan(writes)
+        if self.report.dry_run:
+            self._count_memberships(writes)
+        else:
+            self._write(writes)
+        for plan in writes.planned:
+            # A user and its record point at each other through Django's relation
+            # caches; unlinked, the chunk is freed now rather than by a late
+            # cyclic collection, which kept memory growing with the listing.
+            for obj in (plan.user, plan.record):
+                if obj is not None:
+                    obj._state.fields_cache.clear()
+
+    # -------------------------------------------------------------- phases
+
+    def _plan(self, identities: list[VerifiedIdentity]) -> list[_Planned]:
+        """Mapper checks and target values; refusals are reported and dropped."""
+        planned: list[_Planned] = []
+        for identity in identities:
+            if identity.user_id in self.seen:
+                raise KeyrunesProtocolError(
+                    f"The user listing names remote user id {identity.user_id} twice; "
+                    "nothing was changed."
+                )
+            self.seen.add(identity.user_id)
+            try:
+                self.mapper.check_identity(identity)
+                fields = self.mapper.fit_fields(self.mapper.user_fields(identity))
+            except MirrorRefused as exc:
+                self._refuse(identity, exc.reason)
+                continue
+            flags = self.mapper.flags(identity)
+            groups = self.mapper.group_plan(identity)
+            planned.append(_Planned(identity, fields, flags, groups))
+        return planned
+
+    def _attach_records(self, writes: _ChunkWrites) -> None:
+        """The local record and user of each planned remote user that has one (one query)."""
+        ids = [p.identity.user_id for p in writes.planned]
         records = {
             record.remote_user_id: record
-            for record in KeyrunesIdentity.objects.filter(namespace=namespace).select_related(
-                "user"
-            )
+            for record in KeyrunesIdentity.objects.using(self.alias)
+            .filter(namespace=self.namespace, remote_user_id__in=ids)
+            .select_related("user")
         }
-        active = sum(1 for record in records.values() if record.user.is_active)
-        if max_shrink is not None and active:
-            floor = active * (1 - max_shrink / 100)
-            if len(identities) < floor:
-                raise SyncAborted(
-                    f"The remote listing has {len(identities)} users but {active} active users "
-                    f"are mirrored from namespace {namespace!r}: it shrank by "
-                    f"{100 * (active - len(identities)) / active:.1f}%, more than the "
-                    f"{max_shrink:g}% allowed (--max-shrink). Nothing was changed."
-                )
-        plans = _plan_users(mapper, identities, report, progress)
-        return _apply_users(
-            mapper,
-            user_model,
-            alias,
-            plans,
-            records,
-            report,
-            namespace=namespace,
-            organization_id=organization_id,
-            deactivate_missing=deactivate_missing,
-            listed={identity.user_id for identity in identities},
-            progress=progress,
-        )
+        for plan in writes.planned:
+            plan.record = records.get(plan.identity.user_id)
+            if plan.record is not None:
+                plan.user = plan.record.user
+            else:
+                plan.action = "create"
 
-
-def _plan_users(
-    mapper: UserMapper,
-    identities: list[VerifiedIdentity],
-    report: UserSyncReport,
-    progress: Progress | None,
-) -> list[_Planned]:
-    plans: list[_Planned] = []
-    seen: set[int] = set()
-    total = len(identities)
-    for index, identity in enumerate(identities, 1):
-        if identity.user_id in seen:
-            continue  # a paged listing may repeat a user across pages
-        seen.add(identity.user_id)
-        try:
-            mapper.check_identity(identity)
-        except MirrorRefused as exc:
-            report.refused[exc.reason] += 1
-            _note(report, f"refuse {identity.username} ({exc.reason})")
-            continue
-        plans.append(
-            _Planned(
-                identity=identity,
-                fields=mapper.user_fields(identity),
-                flags=mapper.flags(identity),
-                groups=mapper.group_plan(identity),
+    def _update_existing(self, writes: _ChunkWrites) -> dict[Any, Any]:
+        """In-memory changes of linked users; {user pk: new login} of those renamed."""
+        renames: dict[Any, tuple[_Planned, Any]] = {}
+        for plan in writes.planned:
+            if plan.record is None:
+                continue
+            old_login = plan.user.get_username()
+            reactivated, plan.record_dirty = self.mapper.reactivation_changes(
+                plan.record, plan.user
             )
-        )
-        if progress is not None and (index % 500 == 0 or index == total):
-            progress("mapping", index, total)
-    return plans
+            plan.dirty = reactivated | self.mapper.user_changes(
+                plan.user, plan.identity, plan.fields, plan.flags
+            )
+            plan.record_dirty |= self.mapper.identity_record_changes(plan.record, plan.identity)
+            if self.login_field in plan.dirty:
+                renames[plan.user.pk] = (plan, old_login)
+            if reactivated:
+                self.report.note(f"reactivate {plan.user.get_username()}")
+        refused = self._refuse_taken_renames(writes, renames)
+        writes.planned = [p for p in writes.planned if id(p) not in refused]
+        for plan in writes.planned:
+            if plan.record is not None:
+                self._count_update(plan)
+        return {pk: plan.user.get_username() for pk, (plan, _old) in renames.items()}
 
+    def _refuse_taken_renames(
+        self, writes: _ChunkWrites, renames: dict[Any, tuple[_Planned, Any]]
+    ) -> set[int]:
+        """Refuse (and undo in memory) renames onto a login that stays taken.
 
-def _apply_users(
-    mapper: UserMapper,
-    user_model: Any,
-    alias: str,
-    plans: list[_Planned],
-    records: dict[int, KeyrunesIdentity],
-    report: UserSyncReport,
-    *,
-    namespace: str,
-    organization_id: int,
-    deactivate_missing: bool,
-    listed: set[int],
-    progress: Progress | None,
-) -> UserSyncReport:
-    username_field = user_model.USERNAME_FIELD
-    link_existing = bool(keyrunes_settings.LINK_EXISTING_USERS)
-    now = timezone.now()
-    mapper_class = type(mapper)
-
-    # Every local login name -> (pk, linked identity or None): one query.
-    taken: dict[Any, tuple[Any, tuple[str, int] | None]] = {}
-    for pk, login, ns, remote_id in user_model._default_manager.values_list(
-        "pk", username_field, "keyrunes_identity__namespace", "keyrunes_identity__remote_user_id"
-    ):
-        taken[login] = (pk, (ns, remote_id) if ns is not None else None)
-    link_targets: dict[Any, AbstractBaseUser] = {}
-
-    new_users: list[tuple[_Planned, AbstractBaseUser]] = []
-    to_link: list[tuple[_Planned, Any]] = []
-    changed_users: dict[Any, tuple[AbstractBaseUser, set[str]]] = {}
-    changed_records: dict[int, tuple[KeyrunesIdentity, set[str]]] = {}
-    planned_by_user: list[tuple[_Planned, Any]] = []  # (plan, user pk or new user object)
-
-    for plan in plans:
-        identity = plan.identity
-        record = records.get(identity.user_id)
-        if record is None:
-            login = plan.fields.get(username_field)
-            if not login:
-                report.refused["no_username"] += 1
-                _note(report, f"refuse {identity.username} (no {username_field})")
-                continue
-            owner = taken.get(login)
-            if owner is not None:
-                pk, linked = owner
-                if linked is not None:
-                    report.refused["username_taken"] += 1
-                    _note(report, f"refuse {identity.username} (username_taken)")
-                    continue
-                if not link_existing:
-                    report.refused["local_user_exists"] += 1
-                    _note(report, f"refuse {identity.username} (local_user_exists)")
-                    continue
-                to_link.append((plan, pk))
-                taken[login] = (pk, (identity.namespace, identity.user_id))
-                continue
-            user = mapper.new_user(identity, plan.fields, plan.flags)
-            taken[login] = (None, (identity.namespace, identity.user_id))
-            new_users.append((plan, user))
-            _note(report, f"create {login}")
-            continue
-        user = record.user
-        reactivated, record_reactivated = mapper.reactivation_changes(record, user)
-        dirty = mapper.user_changes(user, identity, plan.fields, plan.flags) | reactivated
-        if reactivated:
-            _note(report, f"reactivate {user.get_username()}")
-        if username_field in dirty:
-            login = getattr(user, username_field)
-            owner = taken.get(login)
-            if owner is not None and owner[0] != user.pk:
-                report.refused["username_taken"] += 1
-                _note(report, f"refuse update of {identity.username} (username_taken)")
-                continue
-            taken[login] = (user.pk, (identity.namespace, identity.user_id))
-        if dirty:
-            changed_users[user.pk] = (user, dirty)
-        record_dirty = mapper.identity_record_changes(record, identity) | record_reactivated
-        if record_dirty or dirty:
-            changed_records[record.pk] = (record, record_dirty)
-        planned_by_user.append((plan, user.pk))
-
-    # Existing unlinked local users taken over (LINK_EXISTING_USERS).
-    if to_link:
-        link_targets = {
-            user.pk: user
-            for user in user_model._default_manager.filter(pk__in=[pk for _p, pk in to_link])
-        }
-        for plan, pk in to_link:
-            user = link_targets[pk]
-            dirty = mapper.user_changes(user, plan.identity, plan.fields, plan.flags)
-            if dirty:
-                changed_users[user.pk] = (user, dirty)
-            planned_by_user.append((plan, pk))
-            _note(report, f"link {user.get_username()} to {plan.identity.username}")
-
-    report.created = len(new_users)
-    report.linked = len(to_link)
-    report.updated = len(changed_users) - sum(1 for _p, pk in to_link if pk in changed_users)
-    report.unchanged = len(planned_by_user) - len(to_link) - report.updated
-    for user, dirty in changed_users.values():
-        _note(report, f"update {user.get_username()} ({', '.join(sorted(dirty))})")
-
-    # Deactivation of users gone remotely.
-    to_deactivate = []
-    if deactivate_missing:
-        gone = [
-            record
-            for remote_id, record in records.items()
-            if remote_id not in listed and record.user.is_active
+        A login held by another user renamed in this chunk is free (two users
+        may even swap names); a login two users want, or one held by a user
+        that keeps it, is not.
+        """
+        holders = self._holders([plan.user.get_username() for plan, _old in renames.values()])
+        refused: set[int] = set()
+        settled = False
+        while not settled:  # a refusal keeps a name taken, which may refuse another rename
+            settled, claimed = True, set()
+            for pk, (plan, old_login) in list(renames.items()):
+                login = plan.user.get_username()
+                holder = holders.get(login)
+                held = holder is not None and holder.pk != pk and holder.pk not in renames
+                if held or login in claimed or login in self.dry_logins:
+                    setattr(plan.user, self.login_field, old_login)
+                    self._refuse(plan.identity, "username_taken", "update of ")
+                    refused.add(id(plan))
+                    del renames[pk]
+                    settled = False
+                    break
+                claimed.add(login)
+        writes.swapped = [
+            plan.user
+            for plan, _old in renames.values()
+            if (holder := holders.get(plan.user.get_username())) is not None
+            and holder.pk != plan.user.pk
         ]
-        for record in gone:
-            record.user.is_active = False
-            record.deactivated_at = now
-            changed_records[record.pk] = (record, {"deactivated_at"})
-            _note(report, f"deactivate {record.user.get_username()}")
-        to_deactivate = [record.user for record in gone]
-    report.deactivated = len(to_deactivate)
+        if self.report.dry_run:
+            self.dry_logins.update(plan.user.get_username() for plan, _old in renames.values())
+        return refused
 
-    # Groups: which local groups exist, which are mirrored.
-    wanted_names = sorted({name for plan in plans if plan.groups for name in plan.groups})
-    remote_of: dict[str, str] = {}
-    for plan in plans:
-        for local, remote in (plan.groups or {}).items():
-            remote_of.setdefault(local, remote)
-    group_rows = groups_by_name(wanted_names)
-    missing_groups = [name for name in wanted_names if name not in group_rows]
-    unmarked = [name for name, (_pk, marker) in group_rows.items() if not marker]
-    report.groups_created = len(missing_groups)
-    report.groups_marked = len(missing_groups) + len(unmarked)
-    mirrored_ids = set(MirroredGroup.objects.values_list("group_id", flat=True))
+    def _count_update(self, plan: _Planned) -> None:
+        if plan.dirty:
+            self.report.updated += 1
+            self.report.note(f"update {plan.user.get_username()} ({', '.join(sorted(plan.dirty))})")
+        else:
+            self.report.unchanged += 1
 
-    if report.dry_run:
-        report.memberships_added, report.memberships_removed = _membership_counts(
-            user_model, planned_by_user, new_users, group_rows, mirrored_ids
-        )
-        return report
+    def _link_new(self, writes: _ChunkWrites, renamed: dict[Any, Any]) -> None:
+        """Link decisions for remote users without a local record."""
+        unlinked = [p for p in writes.planned if p.record is None]
+        holders = {
+            login: holder
+            for login, holder in self._holders(
+                [p.fields.get(self.login_field) for p in unlinked]
+            ).items()
+            if holder.pk not in renamed  # renamed in this chunk: the name is free
+        }
+        claimed: set[Any] = set(renamed.values())
+        targets: dict[Any, tuple[_Planned, str | None]] = {}
+        dropped: set[int] = set()
+        for plan in unlinked:
+            action = self._link_one(plan, holders, claimed)
+            holder = holders.get(plan.fields.get(self.login_field))
+            if action is None:
+                dropped.add(id(plan))
+            elif action == "link" and holder is not None:
+                plan.action = "link"
+                targets[holder.pk] = (plan, None)
+            elif action == "displace" and holder is not None:
+                login = str(plan.fields[self.login_field])
+                targets[holder.pk] = (plan, self.mapper.displaced_login(login, holder))
+        writes.planned = [p for p in writes.planned if id(p) not in dropped]
+        self._load_targets(writes, targets)
 
-    through: Any = user_model.groups.through
-    user_column = _through_user_column(user_model)
-    chunk = _param_chunk(alias)
-    with transaction.atomic(using=alias):
-        if progress is not None:
-            progress("writing", 0, 1)
-        created_users = [user for _p, user in new_users]
-        if created_users:
-            _fast_insert(alias, user_model, created_users)
-            # executemany returns no ids: read them back by login name (one query).
-            found = dict(user_model._default_manager.values_list(username_field, "pk"))
-            for user in created_users:
-                user.pk = found[getattr(user, username_field)]
-                user._state.adding = False
-                user._state.db = alias
-        _fast_insert(
+    def _link_one(
+        self, plan: _Planned, holders: dict[Any, LocalHolder], claimed: set[Any]
+    ) -> str | None:
+        """The link decision for one remote user, or ``None`` when it is refused."""
+        login = plan.fields.get(self.login_field)
+        if login is None:
+            self._refuse(plan.identity, "no_username")
+            return None
+        holder = holders.get(login)
+        if login in claimed or (holder is None and login in self.dry_logins):
+            self._refuse(plan.identity, "username_taken")
+            return None
+        try:
+            decision = self.mapper.link_decision(plan.identity, holder)
+        except MirrorRefused as exc:
+            self._refuse(plan.identity, exc.reason)
+            return None
+        listed = holder is not None and holder.remote_user_id in self.seen
+        if decision.action == "reuse" or (decision.action == "displace" and listed):
+            # Both remote users are in this listing: a real clash, not a re-created user.
+            self._refuse(plan.identity, "username_taken")
+            return None
+        claimed.add(login)
+        if self.report.dry_run:
+            self.dry_logins.add(login)
+        return decision.action
+
+    def _holders(self, logins: list[Any]) -> dict[Any, LocalHolder]:
+        """Local users holding any of ``logins``, with the identity each is linked to."""
+        found: dict[Any, LocalHolder] = {}
+        wanted = [login for login in logins if login is not None]
+        for batch in bulk.chunked(wanted, bulk.in_batch_size(self.alias)):
+            rows = self.user_model._default_manager.using(self.alias).filter(
+                **{f"{self.login_field}__in": batch}
+            )
+            for pk, login, namespace, remote_id in rows.values_list(
+                "pk",
+                self.login_field,
+                "keyrunes_identity__namespace",
+                "keyrunes_identity__remote_user_id",
+            ):
+                found[login] = LocalHolder(pk, namespace, remote_id)
+        return found
+
+    def _load_targets(
+        self, writes: _ChunkWrites, targets: dict[Any, tuple[_Planned, str | None]]
+    ) -> None:
+        """Load the local users to link or displace (one query); apply the renames in memory."""
+        if not targets:
+            return
+        users = self.user_model._default_manager.using(self.alias).in_bulk(list(targets))
+        for pk, (plan, new_login) in targets.items():
+            user = users[pk]
+            if new_login is None:
+                plan.user = user
+                continue
+            self.report.note(
+                f"displace {user.get_username()} (now {new_login}; Keyrunes user "
+                f"{plan.identity.user_id} has its name)"
+            )
+            setattr(user, self.login_field, new_login)
+            writes.displaced.append(user)
+            self.report.displaced += 1
+
+    def _prepare_new(self, writes: _ChunkWrites) -> None:
+        """New users built in memory, linked users brought up to date."""
+        kept: list[_Planned] = []
+        for plan in writes.planned:
+            if plan.action == "create":
+                try:
+                    plan.user = self.mapper.new_user(plan.identity, plan.fields, plan.flags)
+                except MirrorRefused as exc:
+                    self._refuse(plan.identity, exc.reason)
+                    continue
+                self.report.created += 1
+                self.report.note(f"create {plan.fields[self.login_field]}")
+            elif plan.action == "link":
+                plan.dirty = self.mapper.user_changes(
+                    plan.user, plan.identity, plan.fields, plan.flags
+                )
+                self.report.linked += 1
+                self.report.note(f"link {plan.user.get_username()} to {plan.identity.username}")
+            kept.append(plan)
+        writes.planned = kept
+
+    def _group_plan(self, writes: _ChunkWrites) -> None:
+        """Which local groups the chunk needs: existing, to create, to adopt, collisions."""
+        for plan in writes.planned:
+            for local, remote in (plan.groups or {}).items():
+                writes.remote_of.setdefault(local, remote)
+        rows = bulk.groups_by_name(self.alias, writes.remote_of)
+        refused: set[str] = set()
+        for name in sorted(writes.remote_of):
+            pk, marker = rows.get(name, (None, None))
+            if pk is None and name not in self.dry_groups:
+                writes.new_groups.append(name)
+            elif pk is not None and not marker and name not in self.dry_adopted:
+                if self.mapper.may_adopt(name):
+                    writes.adopted.append(name)
+                else:
+                    refused.add(name)
+                    continue
+            writes.group_ids[name] = pk if pk is not None else f"new:{name}"
+        self._report_groups(writes, refused)
+        for plan in writes.planned:
+            if plan.groups is not None and refused:
+                plan.groups = {k: v for k, v in plan.groups.items() if k not in refused}
+
+    def _report_groups(self, writes: _ChunkWrites, collisions: set[str]) -> None:
+        self.report.groups_created += len(writes.new_groups)
+        self.report.groups_marked += len(writes.new_groups) + len(writes.adopted)
+        for name in sorted(collisions - self.report.collisions):
+            self.report.note(f"collision: {name} is a local-only group; not mirrored")
+            report_collision(name, writes.remote_of[name])
+        self.report.collisions |= collisions
+        if self.report.dry_run:
+            self.dry_groups.update(writes.new_groups)
+            self.dry_adopted.update(writes.adopted)
+            for name in writes.new_groups:
+                writes.group_ids[name] = f"new:{name}"
+
+    # --------------------------------------------------------------- writes
+
+    def _write(self, writes: _ChunkWrites) -> None:
+        alias, mapper, model = self.alias, self.mapper, self.user_model
+        created = [p for p in writes.planned if p.action == "create"]
+        changed = [p for p in writes.planned if p.action != "create" and p.dirty]
+        # Renames first: they free the login names the new users take.
+        bulk.update_rows(alias, model, writes.displaced, [self.login_field])
+        self._park_swapped(writes.swapped)
+        user_fields = set().union(*[p.dirty for p in changed])
+        bulk.update_rows(alias, model, [p.user for p in changed], user_fields)
+        self._insert_users([p.user for p in created])
+        bulk.insert_rows(
             alias,
             KeyrunesIdentity,
-            [mapper.new_record(user, plan.identity, now) for plan, user in new_users]
-            + [mapper.new_record(link_targets[pk], plan.identity, now) for plan, pk in to_link],
+            [
+                mapper.new_record(p.user, p.identity, self.now)
+                for p in writes.planned
+                if p.action != "update"
+            ],
         )
-        for plan, user in new_users:
-            planned_by_user.append((plan, user.pk))
+        records = [
+            p.record for p in writes.planned if p.record is not None and (p.dirty or p.record_dirty)
+        ]
+        for record in records:
+            record.last_synced_at = self.now
+        record_fields = {"last_synced_at"}.union(*[p.record_dirty for p in writes.planned])
+        bulk.update_rows(alias, KeyrunesIdentity, records, record_fields)
+        self._write_groups(writes)
+        self._write_memberships(writes)
+        self._send_signals(created, changed)
 
-        updates = [user for user, _d in changed_users.values()] + to_deactivate
-        update_fields = sorted(
-            {name for _u, dirty in changed_users.values() for name in dirty}
-            | ({"is_active"} if to_deactivate else set())
-        )
-        if updates:
-            user_model._default_manager.bulk_update(updates, update_fields)
-        if changed_records:
-            record_objs = []
-            record_fields: set[str] = {"last_synced_at"}
-            for record, dirty in changed_records.values():
-                record.last_synced_at = now
-                record_fields |= dirty
-                record_objs.append(record)
-            KeyrunesIdentity.objects.bulk_update(record_objs, sorted(record_fields))
+    def _park_swapped(self, users: list[Any]) -> None:
+        """Give users that take a name another renamed user gives up a unique name first.
 
-        # Groups, markers, then memberships.
-        group_rows.update((name, (pk, None)) for name, pk in _create_groups(missing_groups).items())
-        _mark_mirrored(
-            [(group_rows[name][0], remote_of[name]) for name in missing_groups + unmarked],
-            namespace=namespace,
-            organization_id=organization_id,
-            now=now,
-        )
-        mirrored_ids |= {group_rows[name][0] for name in missing_groups + unmarked}
-        add, remove = _membership_diff(
-            through, user_column, planned_by_user, group_rows, mirrored_ids
-        )
-        _insert_memberships(alias, through, user_column, add)
-        for ids in _chunks(remove, chunk):
-            through.objects.filter(pk__in=list(ids)).delete()
-        report.memberships_added = len(add)
-        report.memberships_removed = len(remove)
+        The final UPDATE then never meets the unique constraint halfway (a swap).
+        """
+        if not users:
+            return
+        final = [user.get_username() for user in users]
+        for user in users:
+            setattr(user, self.login_field, f"~keyrunes~{user.pk}")
+        bulk.update_rows(self.alias, self.user_model, users, [self.login_field])
+        for user, login in zip(users, final, strict=True):
+            setattr(user, self.login_field, login)
 
-    if progress is not None:
-        progress("writing", 1, 1)
-    if signals.user_mirrored.has_listeners():
-        identity_of = {pk: plan.identity for plan, pk in planned_by_user}
-        for plan, user in new_users:
-            signals.user_mirrored.send(
-                sender=mapper_class, user=user, identity=plan.identity, created=True, changed=True
+    def _insert_users(self, users: list[Any]) -> None:
+        """Insert new users, then read their primary keys back by login name (one query)."""
+        if not users:
+            return
+        bulk.insert_rows(self.alias, self.user_model, users)
+        logins = [user.get_username() for user in users]
+        found = dict(
+            self.user_model._default_manager.using(self.alias)
+            .filter(**{f"{self.login_field}__in": logins})
+            .values_list(self.login_field, "pk")
+        )
+        for user in users:
+            user.pk = found[user.get_username()]
+            user._state.adding = False
+            user._state.db = self.alias
+
+    def _write_groups(self, writes: _ChunkWrites) -> None:
+        ids = bulk.create_groups(self.alias, writes.new_groups)
+        writes.group_ids.update(ids)
+        bulk.mark_mirrored(
+            self.alias,
+            [
+                (writes.group_ids[name], writes.remote_of[name])
+                for name in writes.new_groups + writes.adopted
+            ],
+            namespace=self.namespace,
+            organization_id=self.organization_id,
+            now=self.now,
+        )
+
+    def _membership_diff(self, writes: _ChunkWrites) -> tuple[list[tuple[Any, Any]], list[Any]]:
+        """Membership rows to add ((user pk, group pk)) and membership row ids to delete."""
+        through: Any = self.user_model.groups.through
+        user_column = str(self.user_model._meta.get_field("groups").m2m_field_name())
+        members = [p for p in writes.planned if p.groups is not None]
+        saved = [p.user.pk for p in members if p.user.pk is not None]
+        current: dict[Any, dict[Any, tuple[Any, Any]]] = {}
+        adopted = {
+            writes.group_ids[name]
+            for name in {*writes.adopted, *self.dry_adopted}
+            if name in writes.group_ids
+        }
+        for batch in bulk.chunked(saved, bulk.in_batch_size(self.alias)):
+            rows = through.objects.using(self.alias).filter(**{f"{user_column}__in": batch})
+            for row_id, uid, gid, marker in rows.values_list(
+                "pk", f"{user_column}_id", "group_id", "group__keyrunes_mirror__pk"
+            ):
+                current.setdefault(uid, {})[gid] = (row_id, marker or gid in adopted)
+        add: list[tuple[Any, Any]] = []
+        remove: list[Any] = []
+        for plan in members:
+            uid = plan.user.pk if plan.user.pk is not None else f"new:{plan.identity.user_id}"
+            wanted = {writes.group_ids[name] for name in plan.groups or {}}
+            have = current.get(uid, {})
+            add.extend((uid, gid) for gid in sorted(wanted - set(have), key=str))
+            remove.extend(
+                row for gid, (row, mirrored) in have.items() if mirrored and gid not in wanted
             )
-        for user, _dirty in changed_users.values():
+        return add, remove
+
+    def _count_memberships(self, writes: _ChunkWrites) -> None:
+        add, remove = self._membership_diff(writes)
+        self.report.memberships_added += len(add)
+        self.report.memberships_removed += len(remove)
+
+    def _write_memberships(self, writes: _ChunkWrites) -> None:
+        through: Any = self.user_model.groups.through
+        user_column = str(self.user_model._meta.get_field("groups").m2m_field_name())
+        add, remove = self._membership_diff(writes)
+        bulk.insert_memberships(self.alias, through, user_column, add)
+        bulk.delete_pks(self.alias, through, remove)
+        self.report.memberships_added += len(add)
+        self.report.memberships_removed += len(remove)
+
+    def _send_signals(self, created: list[_Planned], changed: list[_Planned]) -> None:
+        """``user_mirrored`` for each written user, as its chunk is written."""
+        if not signals.user_mirrored.has_listeners():
+            return
+        sender = type(self.mapper)
+        for plan in created:
             signals.user_mirrored.send(
-                sender=mapper_class,
-                user=user,
-                identity=identity_of[user.pk],
-                created=False,
-                changed=True,
+                sender=sender, user=plan.user, identity=plan.identity, created=True, changed=True
             )
-    return report
+        for plan in changed:
+            signals.user_mirrored.send(
+                sender=sender, user=plan.user, identity=plan.identity, created=False, changed=True
+            )
 
-
-def _fast_insert(alias: str, model: Any, objs: list[Any]) -> None:
-    """INSERT model instances with one ``executemany`` (no ids are set on them).
-
-    Values go through each field's ``pre_save``/``get_db_prep_save`` as in
-    ``bulk_create``; only the per-row SQL compilation is skipped, which was
-    most of a large sync's time.
-    """
-    if not objs:
-        return
-    connection = connections[alias]
-    ops = connection.ops
-    meta = model._meta
-    fields = [f for f in meta.concrete_fields if not (f.primary_key and f.auto_created)]
-    fields = [f for f in fields if f is not meta.pk or getattr(objs[0], f.attname) is not None]
-    columns = ", ".join(ops.quote_name(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    # Identifiers come from the model's meta, quoted; values are parameters.
-    table = ops.quote_name(meta.db_table)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"  # noqa: S608
-    rows = [
-        tuple(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields)
-        for obj in objs
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
-
-
-def _insert_memberships(
-    alias: str, through: Any, user_column: str, rows: list[tuple[Any, Any]]
-) -> None:
-    """Insert (user, group) rows with one ``executemany``, ignoring duplicates.
-
-    ``bulk_create`` builds a model instance and compiles SQL per row, which
-    for tens of thousands of memberships cost more than everything else.
-    """
-    if not rows:
-        return
-    connection = connections[alias]
-    ops = connection.ops
-    meta = through._meta
-    user_col = meta.get_field(user_column).column
-    group_col = meta.get_field("group").column
-    sql = " ".join(
-        part
-        for part in (
-            ops.insert_statement(on_conflict=OnConflict.IGNORE),
-            f"{ops.quote_name(meta.db_table)} ({ops.quote_name(user_col)}, "
-            f"{ops.quote_name(group_col)}) VALUES (%s, %s)",
-            ops.on_conflict_suffix_sql([], OnConflict.IGNORE, None, None),
+    def _deactivate_missing(self) -> None:
+        """Deactivate (never delete) active mirrored users whose remote id was not listed."""
+        rows = self._mirrored_active().values_list(
+            "pk", "remote_user_id", "user_id", f"user__{self.login_field}"
         )
-        if part
-    )
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
-
-
-def _through_user_column(user_model: Any) -> str:
-    """Name of the user foreign key on the user-groups through model."""
-    return str(user_model._meta.get_field("groups").m2m_field_name())
-
-
-def _membership_diff(
-    through: Any,
-    user_column: str,
-    planned: list[tuple[_Planned, Any]],
-    group_rows: dict[str, tuple[Any, Any]],
-    mirrored_ids: set[Any],
-) -> tuple[list[tuple[Any, Any]], list[Any]]:
-    """Rows to add ((user pk, group pk)) and membership row ids to delete."""
-    users = {uid for plan, uid in planned if plan.groups is not None}
-    # Placeholder ids (str) stand for groups a dry run would create: no rows yet.
-    relevant_groups = {
-        pk
-        for pk in mirrored_ids | {pk for pk, _m in group_rows.values()}
-        if not isinstance(pk, str)
-    }
-    current: dict[Any, dict[Any, Any]] = {}
-    if users and relevant_groups:
-        rows = through.objects.filter(group_id__in=sorted(relevant_groups)).values_list(
-            "pk", f"{user_column}_id", "group_id"
-        )
-        for row_id, uid, gid in rows:
-            if uid in users:
-                current.setdefault(uid, {})[gid] = row_id
-    add: list[tuple[Any, Any]] = []
-    remove: list[Any] = []
-    for plan, uid in planned:
-        if plan.groups is None:
-            continue
-        wanted = {group_rows[name][0] for name in plan.groups}
-        have = current.get(uid, {})
-        add.extend((uid, gid) for gid in sorted(wanted - set(have), key=str))
-        remove.extend(
-            row_id for gid, row_id in have.items() if gid in mirrored_ids and gid not in wanted
-        )
-    return add, remove
-
-
-def _membership_counts(
-    user_model: type[AbstractBaseUser],
-    planned: list[tuple[_Planned, Any]],
-    new_users: list[tuple[_Planned, AbstractBaseUser]],
-    group_rows: dict[str, tuple[Any, Any]],
-    mirrored_ids: set[Any],
-) -> tuple[int, int]:
-    """(added, removed) a real run would produce, without writing."""
-    through: Any = user_model.groups.through  # type: ignore[attr-defined]
-    # Groups that do not exist yet get placeholder ids that match no row.
-    rows = dict(group_rows)
-    for index, name in enumerate(
-        sorted(
-            {n for p, _u in planned + [(p, None) for p, _u in new_users] for n in (p.groups or {})}
-        )
-    ):
-        if name not in rows:
-            rows[name] = (f"new:{index}", None)
-    mirrored = mirrored_ids | {pk for pk, marker in rows.values() if marker is None}
-    add, remove = _membership_diff(
-        through,
-        _through_user_column(user_model),
-        planned + [(plan, f"new:{plan.identity.user_id}") for plan, _u in new_users],
-        rows,
-        mirrored,
-    )
-    return len(add), len(remove)
+        gone = [
+            (pk, user_id, login)
+            for pk, remote_id, user_id, login in rows.iterator(chunk_size=2000)
+            if remote_id not in self.seen
+        ]
+        self.report.deactivated = len(gone)
+        for _pk, _uid, login in gone:
+            self.report.note(f"deactivate {login}")
+        if self.report.dry_run:
+            return
+        size = bulk.in_batch_size(self.alias)
+        for batch in bulk.chunked(gone, size):
+            self.user_model._default_manager.using(self.alias).filter(
+                pk__in=[user_id for _pk, user_id, _login in batch]
+            ).update(is_active=False)
+            KeyrunesIdentity.objects.using(self.alias).filter(
+                pk__in=[pk for pk, _uid, _login in batch]
+            ).update(deactivated_at=self.now)

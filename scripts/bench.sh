@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The benchmarks (README: `make bench`): bulk user sync, then request
+# The benchmarks (README: `make bench`): bulk user sync, its scaling curve
+# (short: 2k and 10k users; the full curve is 10k/50k/100k), then request
 # authentication. Extra arguments go to the request-authentication script,
 # e.g. `bash scripts/bench.sh --rounds 10 --lru-tokens 100000`.
 set -euo pipefail
@@ -9,4 +10,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python benchmarks/bench_sync_users.py  # bulk user sync vs one by one (>= 10x)
 .venv/bin/python benchmarks/bench_emulator.py  # emulator login and /api/me per second with keep-alive, seeding 10k users
+.venv/bin/python benchmarks/bench_sync_scale.py --sizes 2000 10000  # streamed sync: linear, flat memory
 exec .venv/bin/python benchmarks/bench_request_auth.py "$@"

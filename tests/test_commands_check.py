@@ -18,6 +18,9 @@ from keyrunes_django.testing import KeyrunesEmulator
 
 SERVICE = {"IDENTITY": "admin@example.com", "PASSWORD": "Admin123"}
 
+# The check reads local groups (collisions with remote group names).
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture
 def kr(keyrunes: KeyrunesEmulator) -> Iterator[KeyrunesEmulator]:

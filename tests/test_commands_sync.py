@@ -267,3 +267,170 @@ def test_help_mentions_every_flag(command: str, flags: list[str]) -> None:
     for flag in flags:
         assert flag in text
     assert "Exit status" in text
+
+
+# ------------------------------------------------ streamed listing, guards
+
+
+def test_sync_users_reads_the_listing_once_as_a_stream(kr: KeyrunesEmulator) -> None:
+    for i in range(30):
+        kr.create_user(f"member{i}")
+    kr.reset_counters()
+    out, _ = run("keyrunes_sync_users", verbosity=2)
+    assert "31 remote users: 31 created" in out
+    assert "Keyrunes listed 31 users" in out
+    assert kr.requests_to("/api/admin/users", "GET") == 1
+
+
+def test_sync_users_refuses_a_listing_with_duplicate_ids(
+    kr: KeyrunesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keyrunes_django.client import KeyrunesClient
+
+    for i in range(5):
+        kr.create_user(f"member{i}")
+    run("keyrunes_sync_users")
+    before = snapshot()
+    real = KeyrunesClient.iter_users
+
+    def repeated(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        users = list(real(self, *args, **kwargs))
+        return iter(users[:2] * 10)
+
+    monkeypatch.setattr(KeyrunesClient, "iter_users", repeated)
+    with pytest.raises(CommandError, match="twice"):
+        run("keyrunes_sync_users", "--deactivate-missing")
+    assert snapshot() == before
+
+
+def test_sync_groups_prune_has_a_shrink_guard(kr: KeyrunesEmulator) -> None:
+    for i in range(8):
+        kr.create_group(f"team{i}")
+    run("keyrunes_sync_groups")
+    with kr.state.lock:
+        ns = kr.state.namespace("public")
+        for i in range(8):
+            group = ns.group_by_name(f"team{i}")
+            assert group is not None
+            del ns.groups[group.group_id]
+    with pytest.raises(CommandError, match="--max-shrink"):
+        run("keyrunes_sync_groups", "--prune")
+    assert Group.objects.filter(name__startswith="team").count() == 8
+    out, _ = run("keyrunes_sync_groups", "--prune", "--max-shrink", "100")
+    assert "8 pruned" in out
+
+
+def test_sync_groups_reports_collisions(kr: KeyrunesEmulator) -> None:
+    kr.create_group("editors")
+    Group.objects.create(name="editors")
+    out, _ = run("keyrunes_sync_groups")
+    assert "Not mirrored onto local-only groups: editors." in out
+    assert not MirroredGroup.objects.filter(group__name="editors").exists()
+
+
+# --------------------------------------------- the client's streamed listing
+
+
+def listing_client(body: bytes, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import requests
+
+    from keyrunes_django.client import KeyrunesClient
+
+    client = KeyrunesClient("http://127.0.0.1:9")
+
+    def answer(*args: Any, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code = 200
+        response.raw = io.BytesIO(body)  # read as a stream, chunk by chunk
+        response.request = requests.Request("GET", "http://127.0.0.1:9/api/admin/users").prepare()
+        assert kwargs["stream"] is True  # never held whole in memory
+        return response
+
+    monkeypatch.setattr(client, "request", answer)
+    return client
+
+
+def user_json(user_id: int) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "external_id": f"ext-{user_id}",
+        "email": f"u{user_id}@example.com",
+        "username": f"u{user_id}",
+        "first_login": False,
+        "groups": ["users"],
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+
+
+def test_iter_users_parses_a_large_body_incrementally(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    body = json.dumps([user_json(i) for i in range(2000)]).encode()
+    assert len(body) > 4 * 64 * 1024  # several chunks
+    users = listing_client(body, monkeypatch).iter_users("token", 1)
+    first = next(users)
+    assert first.user_id == 0
+    assert [u.user_id for u in users] == list(range(1, 2000))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"users": []}', "not a JSON array"),
+        (b'   \n {"users": []}', "not a JSON array"),
+        (b'[{"user_id": 1, ', "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b'[{"user_id": "x"}]', "Unexpected AdminUser"),
+    ],
+)
+def test_iter_users_refuses_bad_bodies(
+    body: bytes, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keyrunes_django.exceptions import KeyrunesProtocolError
+
+    users = listing_client(body, monkeypatch).iter_users("token")
+    with pytest.raises(KeyrunesProtocolError, match=message):
+        list(users)
+
+
+def test_iter_users_has_a_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from keyrunes_django.exceptions import KeyrunesProtocolError
+
+    body = json.dumps([user_json(i) for i in range(100)]).encode()
+    client = listing_client(body, monkeypatch)
+    assert len(list(client.iter_users("token", max_bytes=len(body)))) == 100
+    with pytest.raises(KeyrunesProtocolError, match="larger than"):
+        list(client.iter_users("token", max_bytes=len(body) - 1))
+
+
+def test_keyrunes_check_reports_group_collisions(kr: KeyrunesEmulator) -> None:
+    out, _ = run("keyrunes_check")
+    assert "groups: no remote group collides with a local-only group" in out
+    kr.create_group("editors")
+    Group.objects.create(name="editors")
+    with pytest.raises(CommandError):
+        run("keyrunes_check", "--fail-on-warn")
+    out, _ = run("keyrunes_check")
+    assert (
+        "local-only groups named like remote groups are not mirrored: editors (from editors)" in out
+    )
+    with override_settings(KEYRUNES={**settings.KEYRUNES, "ADOPT_GROUPS": ["editors"]}):
+        out, _ = run("keyrunes_check")
+    assert "no remote group collides" in out
+
+
+def test_keyrunes_check_skips_collisions_without_a_database(
+    kr: KeyrunesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    from keyrunes_django import sync
+
+    def broken(*args: Any, **kwargs: Any) -> dict[str, str]:
+        raise OperationalError("no such table: auth_group")
+
+    monkeypatch.setattr(sync, "group_collisions", broken)
+    out, _ = run("keyrunes_check")
+    assert "SKIP groups: local groups not readable (OperationalError)" in out

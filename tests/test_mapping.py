@@ -233,7 +233,12 @@ def test_group_map_renames_and_fans_out(settings: Any) -> None:
     configure(settings, GROUP_MAP={"editors": "Content editors", "ops": ["Operators", "Pager"]})
     mapper = get_mapper()
     identity = make_identity(groups=("users", "editors", "ops"))
-    assert mapper.local_group_names(identity) == {"users", "Content editors", "Operators", "Pager"}
+    assert set(mapper.group_plan(identity) or {}) == {
+        "users",
+        "Content editors",
+        "Operators",
+        "Pager",
+    }
     user = mapper.mirror(identity).user
     assert group_names(user) == {"users", "Content editors", "Operators", "Pager"}
     assert MirroredGroup.objects.get(group__name="Pager").remote_name == "ops"
@@ -244,7 +249,7 @@ def test_mirror_groups_false_leaves_memberships_alone(settings: Any) -> None:
     configure(settings, MIRROR_GROUPS=False, GROUP_MAP={"ops": "Operators"})
     mapper = get_mapper()
     identity = make_identity(groups=("ops",))
-    assert mapper.local_group_names(identity) is None
+    assert mapper.group_plan(identity) is None
     with CaptureQueriesContext(connection) as ctx:
         mapper.mirror(identity)
     # Only the stored payload is updated; no membership and no group is written.
@@ -279,23 +284,43 @@ def test_left_groups_are_removed_but_local_only_ones_stay() -> None:
     assert Group.objects.filter(name="editors").exists()
 
 
-def test_existing_local_group_named_by_the_mapping_is_adopted() -> None:
+def test_local_only_group_with_a_remote_name_is_not_adopted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     team = Group.objects.create(name="editors")
-    user = get_mapper().mirror(make_identity(groups=("editors",))).user
-    assert group_names(user) == {"editors"}
-    assert MirroredGroup.objects.get(group=team).remote_name == "editors"
-    # Once adopted it is mirrored: leaving it remotely removes the membership.
-    get_mapper().mirror(make_identity(groups=()))
-    assert group_names(user) == set()
+    local_member = User.objects.create_user("local-editor")
+    local_member.groups.add(team)
+    user = get_mapper().mirror(make_identity(groups=("users", "editors"))).user
+    # Not joined, not marked: the remote group does not get the local group's permissions.
+    assert group_names(user) == {"users"}
+    assert not MirroredGroup.objects.filter(group=team).exists()
+    assert "'editors' was not created by the mirror" in caplog.text
+    # The local member keeps the group when a same-named remote user logs in.
+    get_mapper().mirror(make_identity(user_id=8, username="local2", groups=("editors",)))
+    assert group_names(local_member) == {"editors"}
 
 
-def test_membership_in_unmarked_group_gets_adopted() -> None:
+def test_membership_in_unmarked_group_is_neither_adopted_nor_removed() -> None:
     user = get_mapper().mirror(make_identity(groups=("users",))).user
     team = Group.objects.create(name="editors")
     user.groups.add(team)
-    result = get_mapper().mirror(make_identity(groups=("users", "editors")))
-    assert result.changed
-    assert MirroredGroup.objects.filter(group=team).exists()
+    get_mapper().mirror(make_identity(groups=("users", "editors")))
+    assert not MirroredGroup.objects.filter(group=team).exists()
+    get_mapper().mirror(make_identity(groups=("users",)))
+    assert group_names(user) == {"users", "editors"}
+
+
+def test_adopt_groups_allows_taking_over_a_named_local_group(settings: Any) -> None:
+    configure(settings, ADOPT_GROUPS=["editors"])
+    team = Group.objects.create(name="editors")
+    other = Group.objects.create(name="ops")
+    user = get_mapper().mirror(make_identity(groups=("editors", "ops"))).user
+    assert group_names(user) == {"editors"}
+    assert MirroredGroup.objects.get(group=team).remote_name == "editors"
+    assert not MirroredGroup.objects.filter(group=other).exists()
+    # Once adopted it is mirrored: leaving it remotely removes the membership.
+    get_mapper().mirror(make_identity(groups=()))
+    assert group_names(user) == set()
 
 
 def test_payload_without_groups_changes_no_membership_or_flag() -> None:
@@ -303,7 +328,7 @@ def test_payload_without_groups_changes_no_membership_or_flag() -> None:
     assert User.objects.get(pk=user.pk).is_superuser
     identity = make_identity(groups=None)
     mapper = get_mapper()
-    assert mapper.local_group_names(identity) is None
+    assert mapper.group_plan(identity) is None
     assert mapper.flags(identity) == {}
     with CaptureQueriesContext(connection) as ctx:
         result = mapper.mirror(identity)
@@ -478,9 +503,40 @@ def test_existing_local_user_is_linked_when_allowed(settings: Any) -> None:
     assert group_names(local) == {"users", "admin"}
 
 
-def test_username_held_by_another_remote_user_is_refused(settings: Any) -> None:
-    get_mapper().mirror(make_identity(user_id=7))
+def test_recreated_remote_user_displaces_the_old_local_user(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    old = get_mapper().mirror(make_identity(user_id=7, groups=("users", "admins"))).user
     # The remote user was deleted and re-created under a new id with the same name.
+    result = get_mapper().mirror(make_identity(user_id=99, groups=("users",)))
+    assert result.created
+    assert result.user.pk != old.pk
+    assert result.user.get_username() == "alice"
+    assert group_names(result.user) == {"users"}  # nothing inherited from the old row
+    old.refresh_from_db()
+    assert old.get_username() == "alice~7"
+    assert old.keyrunes_identity.remote_user_id == 7  # history kept, still linked
+    assert group_names(old) == {"users", "admins"}
+    assert "renamed to 'alice~7'" in caplog.text
+    # Both log in again without anything being stuck.
+    assert get_mapper().mirror(make_identity(user_id=99)).user.pk == result.user.pk
+    again = get_mapper().mirror(make_identity(user_id=7, username="alice-renamed"))
+    assert again.user.pk == old.pk
+    assert User.objects.get(pk=old.pk).get_username() == "alice-renamed"
+
+
+def test_displaced_login_fits_the_column() -> None:
+    from keyrunes_django.mapping import LocalHolder
+
+    mapper = get_mapper()
+    name = mapper.displaced_login("x" * 150, LocalHolder(1, "public", 123456))
+    assert len(name) == 150
+    assert name.endswith("~123456")
+
+
+def test_username_held_by_a_user_of_another_namespace_is_refused() -> None:
+    user = User.objects.create_user("alice")
+    KeyrunesIdentity.objects.create(user=user, namespace="acme", remote_user_id=7)
     with pytest.raises(MirrorRefused) as info:
         get_mapper().mirror(make_identity(user_id=99))
     assert info.value.reason == "username_taken"
@@ -676,3 +732,129 @@ def test_login_leaves_a_user_deactivated_by_hand_inactive() -> None:
 
     user.refresh_from_db()
     assert not user.is_active
+
+
+# ------------------------------------------- remote data that does not fit
+
+
+def test_integer_on_a_text_field_is_not_rewritten_at_every_login(settings: Any) -> None:
+    configure(
+        settings,
+        USER_ATTR_MAP={"username": "username", "email": "email", "last_name": "organization_id"},
+    )
+    user = get_mapper().mirror(make_identity(organization_id=1)).user
+    assert User.objects.get(pk=user.pk).last_name == "1"
+    with CaptureQueriesContext(connection) as ctx:
+        result = get_mapper().mirror(make_identity(organization_id=1))
+    assert not result.changed
+    assert [sql for sql in writes(ctx) if sql.lstrip().upper().startswith("UPDATE")] == []
+
+
+@pytest.mark.parametrize(
+    ("identity", "reason"),
+    [
+        (make_identity(username=""), "no_username"),
+        (make_identity(email="e" * 243 + "@example.com"), "value_too_long"),
+        (make_identity(first_name="x" * 151), "value_too_long"),
+    ],
+)
+def test_remote_values_that_do_not_fit_are_refused_with_a_reason(
+    settings: Any, identity: VerifiedIdentity, reason: str
+) -> None:
+    configure(
+        settings,
+        USER_ATTR_MAP={"username": "username", "email": "email", "first_name": "first_name"},
+    )
+    with pytest.raises(MirrorRefused) as info:
+        get_mapper().mirror(identity)
+    assert info.value.reason == reason
+    assert not User.objects.exists()
+
+
+def test_value_of_the_wrong_kind_is_refused(settings: Any) -> None:
+    configure(settings, USER_ATTR_MAP={"username": "username", "is_staff": "flag"})
+    with pytest.raises(MirrorRefused) as info:
+        get_mapper().mirror(make_identity(flag="not a boolean"))
+    assert info.value.reason == "invalid_value"
+
+
+def test_unfit_login_is_refused_with_an_audit_event(
+    keyrunes: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django.contrib.auth import authenticate
+
+    member = keyrunes.create_user("frank")
+    with keyrunes.state.lock:  # Keyrunes stores emails up to 255 characters
+        record = keyrunes.state.namespace("public").users[member.user_id]
+        record.email = "f" * 243 + "@example.com"
+    failures: list[dict[str, Any]] = []
+
+    def on_failed(sender: Any, **kwargs: Any) -> None:
+        failures.append(kwargs)
+
+    signals.login_failed.connect(on_failed)
+    try:
+        assert authenticate(username="frank", password=member.password) is None
+    finally:
+        signals.login_failed.disconnect(on_failed)
+    assert [f["reason"] for f in failures] == ["value_too_long"]
+    assert not User.objects.filter(username="frank").exists()
+
+
+def test_missing_required_field_is_not_reported_as_username_taken() -> None:
+    def drop(sender: Any, user: Any, created: bool, **kw: Any) -> None:
+        user.last_name = None  # a receiver that found nothing to fill in
+
+    signals.populate_user.connect(drop)
+    try:
+        with pytest.raises(MirrorRefused) as info:
+            get_mapper().mirror(make_identity())
+    finally:
+        signals.populate_user.disconnect(drop)
+    assert info.value.reason == "missing_field"
+    assert "last_name" in info.value.message
+    assert not User.objects.exists()
+
+
+def test_custom_model_required_field_without_a_value_is_named() -> None:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.db import models
+
+    class Member(AbstractBaseUser):
+        login = models.CharField(max_length=40, unique=True)
+        birthday = models.DateField()
+        USERNAME_FIELD = "login"
+
+        class Meta:
+            app_label = "testapp"
+            managed = False
+
+    try:
+        mapper = UserMapper()
+        mapper.user_model = Member
+        with pytest.raises(MirrorRefused) as info:
+            mapper.new_user(make_identity(), {"login": "alice"}, {})
+    finally:
+        # Unregister the throwaway model so migration checks never see it.
+        from django.apps import apps
+
+        del apps.all_models["testapp"]["member"]
+        apps.clear_cache()
+    assert info.value.reason == "missing_field"
+    assert "birthday" in info.value.message
+
+
+@pytest.mark.parametrize("value", ["editors", ["editors", ""], [1], None])
+def test_adopt_groups_setting_is_checked(settings: Any, value: Any) -> None:
+    from keyrunes_django.checks import check_settings
+
+    configure(settings, ADOPT_GROUPS=value)
+    assert "keyrunes_django.E050" in {message.id for message in check_settings()}
+
+
+def test_adopt_groups_default_and_list_pass_the_check(settings: Any) -> None:
+    from keyrunes_django.checks import check_settings
+
+    assert "keyrunes_django.E050" not in {message.id for message in check_settings()}
+    configure(settings, ADOPT_GROUPS=("editors", "ops"))
+    assert "keyrunes_django.E050" not in {message.id for message in check_settings()}

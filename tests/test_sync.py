@@ -12,6 +12,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from keyrunes_django import signals, sync
+from keyrunes_django.exceptions import KeyrunesProtocolError
 from keyrunes_django.mapping import get_mapper
 from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
 from keyrunes_django.schemas import AdminUser
@@ -23,10 +24,10 @@ BASE: dict[str, Any] = {"BASE_URL": "http://127.0.0.1:9", "NAMESPACE": "public"}
 
 
 def remote(user_id: int, *groups: str, username: str | None = None, **extra: Any) -> AdminUser:
-    name = username or f"user{user_id}"
+    name = f"user{user_id}" if username is None else username
     return AdminUser(
         user_id=user_id,
-        external_id=f"ext-{user_id}",
+        external_id=extra.pop("external_id", f"ext-{user_id}"),
         email=extra.pop("email", f"{name}@example.com"),
         username=name,
         groups=list(groups or ("users",)),
@@ -341,13 +342,6 @@ def test_progress_callback() -> None:
     assert calls[-1] == ("writing", 1, 1)
 
 
-def test_fetch_all_plain_and_paged() -> None:
-    assert sync.fetch_all(lambda page: [1, 2, 3]) == [1, 2, 3]
-    pages = {0: ([1, 2], True), 1: ([3], True), 2: ([], True)}
-    assert sync.fetch_all(lambda page: pages[page]) == [1, 2, 3]
-    assert sync.fetch_all(lambda page: ([1], False)) == [1]
-
-
 # ------------------------------------------------------------------ groups
 
 
@@ -363,15 +357,47 @@ def run_groups(names: list[str], **kwargs: Any) -> sync.GroupSyncReport:
 
 @override_settings(KEYRUNES=BASE)
 def test_sync_groups_creates_and_marks() -> None:
-    Group.objects.create(name="developers")  # adopted, like a login would
     report = run_groups(["users", "developers"])
-    assert (report.created, report.marked, report.unchanged) == (1, 1, 0)
+    assert (report.created, report.marked, report.unchanged) == (2, 0, 0)
     assert set(MirroredGroup.objects.values_list("group__name", flat=True)) == {
         "users",
         "developers",
     }
     report = run_groups(["users", "developers"])
     assert (report.created, report.marked, report.unchanged) == (0, 0, 2)
+
+
+@override_settings(KEYRUNES=BASE)
+def test_sync_groups_reports_local_only_collisions() -> None:
+    local = Group.objects.create(name="developers")
+    report = run_groups(["users", "developers"])
+    assert (report.created, report.marked, report.unchanged) == (1, 0, 0)
+    assert report.collisions == {"developers"}
+    assert "collision: developers is a local-only group; not mirrored" in report.items
+    assert "Not mirrored onto local-only groups: developers." in report.summary()
+    assert not MirroredGroup.objects.filter(group=local).exists()
+    # --prune never deletes it: it was never mirrored.
+    run_groups(["users"], prune=True)
+    assert Group.objects.filter(pk=local.pk).exists()
+
+
+@override_settings(KEYRUNES={**BASE, "ADOPT_GROUPS": ["developers"]})
+def test_sync_groups_adopts_groups_named_in_adopt_groups() -> None:
+    Group.objects.create(name="developers")
+    report = run_groups(["users", "developers"])
+    assert (report.created, report.marked, report.collisions) == (1, 1, set())
+    assert MirroredGroup.objects.filter(group__name="developers").exists()
+
+
+@override_settings(KEYRUNES=BASE)
+def test_prune_has_a_shrink_guard() -> None:
+    names = [f"team{i}" for i in range(10)]
+    run_groups(names)
+    with pytest.raises(sync.SyncAborted, match=r"shrank by 90\.0%"):
+        run_groups(names[:1], prune=True)
+    assert Group.objects.count() == 10
+    report = run_groups(names[:1], prune=True, max_shrink=None)
+    assert report.pruned == 9
 
 
 @override_settings(KEYRUNES=BASE)
@@ -415,3 +441,253 @@ def test_sync_groups_uses_group_map_and_skips_unmirrored() -> None:
     assert set(Group.objects.values_list("name", flat=True)) == {"Dev", "Engineering"}
     assert "skip users (not mirrored by MIRROR_GROUPS/GROUP_MAP)" in report.items
     assert "1 not mirrored" in report.summary()
+
+
+# ------------------------------------------------ hostile or odd listings
+
+
+def writes_in(ctx: CaptureQueriesContext) -> list[str]:
+    return [
+        q["sql"]
+        for q in ctx.captured_queries
+        if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
+
+
+@override_settings(KEYRUNES=BASE)
+def test_duplicate_remote_ids_are_a_protocol_error_and_nothing_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run([remote(i) for i in range(1, 21)])
+    before = list(User.objects.order_by("pk").values_list("username", "email", "is_active"))
+    # Two users repeated 20 times: 40 rows, 2 distinct ids. Small chunks, so the
+    # first chunks are written before the repetition shows.
+    monkeypatch.setattr(sync, "CHUNK_SIZE", 3)
+    listing = [remote(1 + i % 2, email=f"new{i % 2}@example.com") for i in range(40)]
+    with pytest.raises(KeyrunesProtocolError, match="twice"):
+        run(listing, deactivate_missing=True, max_shrink=10)
+    assert list(User.objects.order_by("pk").values_list("username", "email", "is_active")) == before
+
+
+@override_settings(KEYRUNES=BASE)
+def test_shrink_guard_counts_distinct_ids_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    run([remote(i) for i in range(1, 21)])
+    monkeypatch.setattr(sync, "CHUNK_SIZE", 4)
+    with pytest.raises(sync.SyncAborted, match=r"17 listed against 20"):
+        run([remote(i) for i in range(1, 18)], deactivate_missing=True)
+    assert User.objects.filter(is_active=True).count() == 20
+
+
+@override_settings(
+    KEYRUNES={
+        **BASE,
+        "USER_ATTR_MAP": {"username": "username", "email": "email", "first_name": "external_id"},
+    }
+)
+def test_remote_values_that_do_not_fit_are_skipped_and_the_rest_synced() -> None:
+    # Each of these fails in SQL on PostgreSQL (and crashed the whole sync there).
+    listing = [
+        remote(1),
+        remote(2, username=""),  # Keyrunes allows an empty username
+        remote(3, email="e" * 243 + "@example.com"),  # 255 characters; EmailField holds 254
+        remote(4, external_id="x" * 151),  # first_name holds 150
+        remote(5),
+    ]
+    assert len(listing[2].email) == 255
+    report = run(listing)
+    assert report.created == 2
+    assert report.refused == {"no_username": 1, "value_too_long": 2}
+    assert "refuse user3 (value_too_long)" in report.items
+    assert set(User.objects.values_list("username", flat=True)) == {"user1", "user5"}
+    # An existing user whose remote data stops fitting keeps its row, unchanged.
+    report = run([remote(1, email="f" * 243 + "@example.com"), remote(5)])
+    assert report.refused == {"value_too_long": 1}
+    assert User.objects.get(username="user1").email == "user1@example.com"
+
+
+@override_settings(
+    KEYRUNES={
+        **BASE,
+        "USER_ATTR_MAP": {"username": "username", "email": "email", "last_name": "organization_id"},
+    }
+)
+def test_non_string_values_on_text_fields_are_not_rewritten() -> None:
+    run([remote(1), remote(2)])
+    assert User.objects.get(username="user1").last_name == "1"
+    with CaptureQueriesContext(connection) as ctx:
+        report = run([remote(1), remote(2)])
+    assert (report.updated, report.unchanged) == (0, 2)
+    assert writes_in(ctx) == []
+
+
+@override_settings(KEYRUNES=BASE)
+def test_missing_required_field_is_reported_as_such() -> None:
+    def drop_last_name(sender: Any, user: Any, created: bool, **kwargs: Any) -> None:
+        if created and user.username == "user2":
+            user.last_name = None  # a receiver that found nothing to fill in
+
+    signals.populate_user.connect(drop_last_name)
+    try:
+        report = run([remote(1), remote(2)])
+    finally:
+        signals.populate_user.disconnect(drop_last_name)
+    assert report.created == 1
+    assert report.refused == {"missing_field": 1}
+    assert "refuse user2 (missing_field)" in report.items
+
+
+@override_settings(KEYRUNES=BASE)
+def test_recreated_remote_user_displaces_the_old_row() -> None:
+    run([remote(1, "users", "ops", username="carol")])
+    old = User.objects.get(username="carol")
+    # carol was deleted in Keyrunes and created again: new id, same name.
+    report = run([remote(2, username="carol")], max_shrink=None, deactivate_missing=True)
+    assert (report.created, report.displaced, report.deactivated) == (1, 1, 1)
+    assert "displace carol (now carol~1; Keyrunes user 2 has its name)" in report.items
+    old.refresh_from_db()
+    assert (old.username, old.is_active) == ("carol~1", False)
+    assert old.keyrunes_identity.remote_user_id == 1
+    assert groups_of("carol~1") == {"users", "ops"}  # history kept on the old row
+    new = User.objects.get(username="carol")
+    assert new.keyrunes_identity.remote_user_id == 2
+    assert groups_of("carol") == {"users"}
+    assert run([remote(2, username="carol")]).unchanged == 1
+
+
+@override_settings(KEYRUNES=BASE)
+def test_rename_and_recreate_in_one_listing() -> None:
+    run([remote(1, username="dave")])
+    # Remote 1 was renamed and a new remote user took its old name.
+    report = run([remote(1, username="dave-old"), remote(2, username="dave")])
+    assert (report.created, report.updated, report.displaced) == (1, 1, 0)
+    assert User.objects.get(username="dave-old").keyrunes_identity.remote_user_id == 1
+    assert User.objects.get(username="dave").keyrunes_identity.remote_user_id == 2
+
+
+@override_settings(KEYRUNES=BASE)
+def test_two_new_remote_users_with_one_name_in_a_listing() -> None:
+    report = run([remote(1, username="erin"), remote(2, username="erin")])
+    assert report.created == 1
+    assert report.refused == {"username_taken": 1}
+
+
+@override_settings(KEYRUNES=BASE)
+def test_local_only_group_with_a_remote_name_is_not_adopted_by_sync() -> None:
+    local = Group.objects.create(name="developers")
+    member = User.objects.create(username="local-dev")
+    member.groups.add(local)
+    report = run([remote(1, "users", "developers")])
+    assert report.collisions == {"developers"}
+    assert "collision: developers is a local-only group; not mirrored" in report.items
+    assert "Not mirrored onto local-only groups: developers." in report.summary()
+    assert groups_of("user1") == {"users"}
+    assert groups_of("local-dev") == {"developers"}
+    assert not MirroredGroup.objects.filter(group=local).exists()
+    # Dry run predicts the same.
+    assert run([remote(1, "users", "developers")], dry_run=True).collisions == {"developers"}
+
+
+@override_settings(KEYRUNES={**BASE, "ADOPT_GROUPS": ["developers"]})
+def test_adopt_groups_lets_the_sync_take_over_a_named_group() -> None:
+    local = Group.objects.create(name="developers")
+    report = run([remote(1, "users", "developers")])
+    assert report.collisions == set()
+    assert groups_of("user1") == {"users", "developers"}
+    assert MirroredGroup.objects.get(group=local).remote_name == "developers"
+
+
+# ------------------------------------------------------------ streaming
+
+
+@override_settings(KEYRUNES=BASE)
+def test_listing_is_consumed_lazily_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "CHUNK_SIZE", 5)
+    pulled: list[int] = []
+
+    def stream() -> Any:
+        for i in range(1, 13):
+            pulled.append(i)
+            yield remote(i)
+
+    chunks: list[int] = []
+    report = run(stream(), progress=lambda label, done, total: chunks.append(done))
+    assert report.created == report.remote == 12
+    assert chunks[:3] == [5, 10, 12]
+
+
+@override_settings(KEYRUNES=BASE)
+def test_a_listing_failing_midway_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "CHUNK_SIZE", 2)
+
+    def stream() -> Any:
+        yield from (remote(i) for i in range(1, 6))
+        raise KeyrunesProtocolError("truncated")
+
+    with pytest.raises(KeyrunesProtocolError):
+        run(stream())
+    assert not User.objects.exists()
+
+
+@override_settings(KEYRUNES=BASE)
+def test_queries_grow_by_a_fixed_amount_per_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "CHUNK_SIZE", 10)
+
+    def queries(chunks: int, offset: int) -> int:
+        # Fresh group names per run: the first chunk creates them, later chunks reuse them.
+        listing = [remote(offset + i, f"t{offset}-{i % 3}") for i in range(10 * chunks)]
+        with CaptureQueriesContext(connection) as ctx:
+            run(listing, max_shrink=None)
+        return len(ctx.captured_queries)
+
+    two, three, five = queries(2, 0), queries(3, 100), queries(5, 200)
+    per_chunk = three - two
+    assert five - three == 2 * per_chunk
+    assert per_chunk <= 10
+
+
+@override_settings(KEYRUNES=BASE)
+def test_item_lines_can_stream_out_instead_of_being_kept() -> None:
+    lines: list[str] = []
+    report = run([remote(1), remote(2)], on_item=lines.append)
+    assert lines == ["create user1", "create user2"]
+    assert report.items == []
+
+
+@override_settings(KEYRUNES=BASE)
+def test_renames_inside_one_chunk() -> None:
+    run([remote(1, username="ann"), remote(2, username="ben"), remote(3, username="cat")])
+    # ann and ben swap names; cat wants a name nobody gives up.
+    User.objects.create(username="local-dan")
+    report = run(
+        [remote(1, username="ben"), remote(2, username="ann"), remote(3, username="local-dan")]
+    )
+    assert report.updated == 2
+    assert report.refused == {"username_taken": 1}
+    assert "refuse update of local-dan (username_taken)" in report.items  # the remote name
+    names = dict(KeyrunesIdentity.objects.values_list("remote_user_id", "user__username"))
+    assert names == {1: "ben", 2: "ann", 3: "cat"}
+    # Two remote users renamed onto one name: the second is refused.
+    report = run([remote(1, username="eve"), remote(2, username="eve"), remote(3, username="cat")])
+    assert report.refused == {"username_taken": 1}
+    names = dict(KeyrunesIdentity.objects.values_list("remote_user_id", "user__username"))
+    assert names == {1: "eve", 2: "ann", 3: "cat"}
+
+
+@override_settings(KEYRUNES=BASE)
+def test_new_remote_user_named_like_a_listed_one_is_refused_not_displacing() -> None:
+    run([remote(1, username="gus")])
+    report = run([remote(1, username="gus"), remote(2, username="gus")])
+    assert report.refused == {"username_taken": 1}
+    assert report.displaced == 0
+    assert User.objects.get(username="gus").keyrunes_identity.remote_user_id == 1
+
+
+@override_settings(KEYRUNES={**BASE, "USER_ATTR_MAP": {"username": "nickname", "email": "email"}})
+def test_identities_are_accepted_and_a_missing_login_is_refused() -> None:
+    named = dataclasses.replace(
+        remote(1).to_identity("public", 1), payload={"nickname": "hal", "email": "h@example.com"}
+    )
+    report = run([named, remote(2)])  # remote(2) has no "nickname"
+    assert report.created == 1
+    assert report.refused == {"no_username": 1}
+    assert User.objects.get().username == "hal"

@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 from argparse import ArgumentParser, ArgumentTypeError, RawDescriptionHelpFormatter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import jwt
@@ -26,7 +26,7 @@ from keyrunes_django.exceptions import (
     PermissionDenied,
     ServiceAccountError,
 )
-from keyrunes_django.sync import GroupSyncReport, SyncAborted, UserSyncReport, fetch_all
+from keyrunes_django.sync import GroupSyncReport, SyncAborted, UserSyncReport
 
 T = TypeVar("T")
 
@@ -208,11 +208,17 @@ class SyncCommand(KeyrunesCommand):
     def add_sync_arguments(self, parser: ArgumentParser) -> None:
         """The command's own options (listed before ``--organization-id``)."""
 
-    def list_remote(self, client: Any, token: str, organization_id: int) -> list[Any]:
+    def list_remote(self, client: Any, token: str, organization_id: int) -> Iterable[Any]:
+        """The remote listing: a list, or an iterator that fetches as it is consumed."""
         raise NotImplementedError
 
     def sync(
-        self, listing: list[Any], *, namespace: str, organization_id: int, options: dict[str, Any]
+        self,
+        listing: Iterable[Any],
+        *,
+        namespace: str,
+        organization_id: int,
+        options: dict[str, Any],
     ) -> UserSyncReport | GroupSyncReport:
         raise NotImplementedError
 
@@ -224,14 +230,8 @@ class SyncCommand(KeyrunesCommand):
         token = self.service_token()
         namespace, organization_id = self.resolve_scope(token, options.get("organization_id"))
         self.debug(f"namespace {namespace!r}, organization {organization_id}")
-        # The server does not page these listings; fetch_all would follow pages if it did.
-        listing = self.admin(
-            f"Listing {self.noun} (nothing was changed)",
-            lambda t: fetch_all(lambda _page: self.list_remote(client, t, organization_id)),
-        )
-        self.detail(
-            f"Keyrunes listed {len(listing)} {self.noun} of organization {organization_id}."
-        )
+        action = f"Listing {self.noun} (nothing was changed)"
+        listing = self.admin(action, lambda t: self.list_remote(client, t, organization_id))
         reset_queries()
         before = len(connection.queries)
         try:
@@ -240,6 +240,11 @@ class SyncCommand(KeyrunesCommand):
             )
         except SyncAborted as exc:
             raise CommandError(str(exc)) from exc
+        except KeyrunesError as exc:  # a streamed listing fails while it is read
+            raise self.admin_error(action, exc) from exc
+        self.detail(
+            f"Keyrunes listed {report.remote} {self.noun} of organization {organization_id}."
+        )
         for line in report.items:
             self.detail(("would " if self.dry_run else "") + line)
         self.debug(f"{len(connection.queries) - before} database queries (with DEBUG=True).")

@@ -262,11 +262,39 @@ class Command(KeyrunesCommand):
             return
         try:
             self.debug(f"service account groups: {sorted(groups)}")
-            client.list_groups(token, org_id=claims.get("organization_id"))
+            groups_listed = client.list_groups(token, org_id=claims.get("organization_id"))
         except KeyrunesError as exc:
             self.report(FAIL, "service account", f"admin API refused: {exc}")
         else:
             self.report(OK, "service account", "admin API reachable with the service token")
+            self.check_group_collisions(groups_listed, claims)
+
+    def check_group_collisions(self, remote_groups: Any, claims: dict[str, Any]) -> None:
+        """WARN about local-only groups that a remote group's name maps onto."""
+        from django.db import DatabaseError
+
+        from keyrunes_django.sync import group_collisions
+
+        organization_id = claims.get("organization_id")
+        try:
+            collisions = group_collisions(
+                remote_groups,
+                namespace=str(keyrunes_settings.NAMESPACE),
+                organization_id=organization_id if isinstance(organization_id, int) else 0,
+            )
+        except DatabaseError as exc:
+            self.report(SKIP, "groups", f"local groups not readable ({type(exc).__name__})")
+            return
+        if collisions:
+            pairs = ", ".join(f"{local} (from {remote})" for local, remote in collisions.items())
+            self.report(
+                WARN,
+                "groups",
+                f"local-only groups named like remote groups are not mirrored: {pairs}; "
+                "rename them, or list them in ADOPT_GROUPS to let Keyrunes manage them",
+            )
+        else:
+            self.report(OK, "groups", "no remote group collides with a local-only group")
 
     def check_org_key(self, client: Any) -> None:
         self.check_org_key_binding()

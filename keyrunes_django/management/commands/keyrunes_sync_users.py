@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from argparse import ArgumentParser
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from keyrunes_django.management.commands._common import SyncCommand, positive_percent
@@ -14,8 +15,9 @@ class Command(SyncCommand):
         "Pull every user of the organization from Keyrunes (GET /api/admin/users, as the "
         'service account KEYRUNES["SERVICE_ACCOUNT"]) and mirror them onto local users in '
         "bulk, with the same mapping rules as login (USER_ATTR_MAP, GROUP_MAP, MIRROR_GROUPS, "
-        "FLAGS_BY_GROUP, REQUIRE_GROUP, DENY_GROUP). Users are never deleted. Nothing is "
-        "changed when the listing fails or shrank by more than --max-shrink percent."
+        "FLAGS_BY_GROUP, REQUIRE_GROUP, DENY_GROUP). The listing is read as a stream and "
+        "applied in chunks. Users are never deleted. Nothing is changed when the listing "
+        "fails, names a user twice, or shrank by more than --max-shrink percent."
     )
     dry_run_help = "Compute and print what would change, but write nothing."
     noun = "users"
@@ -36,11 +38,17 @@ class Command(SyncCommand):
             "users than the active mirrored users (default %(default)s; 100 disables).",
         )
 
-    def list_remote(self, client: Any, token: str, organization_id: int) -> list[Any]:
-        return list(client.list_users(token, organization_id))
+    def list_remote(self, client: Any, token: str, organization_id: int) -> Iterator[Any]:
+        users: Iterator[Any] = client.iter_users(token, organization_id)
+        return users
 
     def sync(
-        self, listing: list[Any], *, namespace: str, organization_id: int, options: dict[str, Any]
+        self,
+        listing: Iterable[Any],
+        *,
+        namespace: str,
+        organization_id: int,
+        options: dict[str, Any],
     ) -> UserSyncReport:
         max_shrink = float(options["max_shrink"])
         return sync_users(
@@ -51,4 +59,6 @@ class Command(SyncCommand):
             max_shrink=None if max_shrink >= 100 else max_shrink,
             dry_run=self.dry_run,
             progress=self.progress,
+            # Printed as they come, not kept: memory stays flat on large listings.
+            on_item=lambda line: self.detail(("would " if self.dry_run else "") + line),
         )
