@@ -65,6 +65,8 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_THROTTLE_FAILURES": 5,
     "LOGIN_THROTTLE_WINDOW": 300,
     "LOGIN_THROTTLE_IP_FAILURES": None,  # per-IP limit; None = 4 x LOGIN_THROTTLE_FAILURES, 0 = off
+    # Self-registration through POST /api/register (RegistrationView); 404 while off.
+    "REGISTRATION_ENABLED": False,
 }
 
 #: Keys whose value may be a dotted import path to a class or callable.
