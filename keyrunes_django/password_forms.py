@@ -94,8 +94,8 @@ class KeyrunesPasswordChangeForm(_NewPasswordMixin):
                 attempt.keep()
                 self.add_error("old_password", message)
             else:
-                # The current password was right; the new one was refused.
-                attempt.succeeded()
+                # The new password was refused; that proves nothing about the current one.
+                attempt.not_a_failure()
                 self.add_error("new_password1", message)
         except KeyrunesHTTPError as exc:
             attempt.keep()

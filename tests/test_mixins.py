@@ -105,7 +105,11 @@ def principals_identity() -> Any:
     from keyrunes_django.identity import VerifiedIdentity
 
     return VerifiedIdentity(
-        user_id=1, username="u", email="u@example.com", namespace="public", organization_id=1,
+        user_id=1,
+        username="u",
+        email="u@example.com",
+        namespace="public",
+        organization_id=1,
         groups=("users",),
     )
 
