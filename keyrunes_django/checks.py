@@ -318,7 +318,10 @@ def _check_throttle(user: Mapping[str, Any]) -> list[CheckMessage]:
             )
     alias = user.get("CACHE_ALIAS", DEFAULTS["CACHE_ALIAS"])
     backend = (getattr(settings, "CACHES", {}) or {}).get(alias, {}).get("BACKEND")
-    if backend in _NON_ATOMIC_CACHES and user.get("LOGIN_THROTTLE_FAILURES", 1) != 0:
+    failures = user.get("LOGIN_THROTTLE_FAILURES", DEFAULTS["LOGIN_THROTTLE_FAILURES"])
+    ip_failures = user.get("LOGIN_THROTTLE_IP_FAILURES")
+    throttling_on = bool(failures) or bool(ip_failures)
+    if backend in _NON_ATOMIC_CACHES and throttling_on:
         messages.append(
             Warning(
                 f"The cache {alias!r} ({backend}) cannot count login attempts atomically: "
