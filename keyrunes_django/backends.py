@@ -239,15 +239,10 @@ class KeyrunesBackend(ModelBackend):
         if not self.user_can_authenticate(cast(Any, user)):
             self._failed(request, login_name, identity.namespace, "inactive")
             return None
-        if identity.expires_at is not None:
-            _pending_tokens.put(
-                user,
-                _LoginToken(
-                    token=response.token,
-                    expires_at=identity.expires_at,
-                    requires_password_change=response.requires_password_change,
-                ),
-            )
+        # identity_from_login always takes the expiry from the token.
+        expires_at = cast(datetime, identity.expires_at)
+        login_token = _LoginToken(response.token, expires_at, response.requires_password_change)
+        _pending_tokens.put(user, login_token)
         signals.login_succeeded.send(
             sender=type(self), user=user, identity=identity, request=request
         )

@@ -735,3 +735,22 @@ def test_mapping_settings_over_http(keyrunes: KeyrunesEmulator, settings: Any) -
     user = User.objects.get(pk=user.pk)
     assert user.email == remote.email
     assert user.last_name == remote.external_id
+
+
+def test_a_login_answer_with_a_token_that_is_not_a_jwt_is_an_outage(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    answer = get_client_login(keyrunes_user)
+    broken = answer.model_copy(update={"token": "not-a-jwt"})
+    request = HttpRequest()
+    assert KeyrunesBackend().user_from_auth_response(request, broken, login_name="x") is None
+    error = login_error(request)
+    assert error is not None
+    assert error.code == "service_unavailable"
+    assert not User.objects.filter(username=keyrunes_user.username).exists()
+
+
+def get_client_login(remote: EmulatedUser) -> AuthResponse:
+    from keyrunes_django.client import get_client
+
+    return get_client().login(remote.username, remote.password)

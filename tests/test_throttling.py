@@ -468,3 +468,36 @@ def test_concurrent_guesses_from_one_ip_reach_keyrunes_at_most_the_ip_limit(
 
     assert _concurrently(30, guess) == []
     assert keyrunes.requests_to("/api/login") == 4
+
+
+# ------------------------------------------------------------------ odd inputs
+
+
+@pytest.mark.django_db
+@override_settings(KEYRUNES=_settings(LOGIN_THROTTLE_IP_FAILURES=1))
+def test_an_address_that_is_not_an_ip_is_still_counted() -> None:
+    _fail("a", "unix-socket")
+    with pytest.raises(throttling.LoginThrottled):
+        throttling.acquire_login("b", " unix-socket ")
+
+
+@pytest.mark.django_db
+@override_settings(KEYRUNES=_settings())
+def test_retry_after_without_a_window_start_is_the_whole_window() -> None:
+    for _ in range(3):
+        _fail("erin")
+    (budget,) = throttling._login_budgets("erin", None, None)
+    caches["default"].delete(budget.keys[1])  # the start marker was evicted
+    with pytest.raises(throttling.LoginThrottled) as info:
+        throttling.acquire_login("erin", None)
+    assert info.value.retry_after == 60
+
+
+@pytest.mark.django_db
+def test_a_mapped_field_the_user_model_lacks_is_skipped(settings: Any) -> None:
+    settings.KEYRUNES = {
+        **settings.KEYRUNES,
+        "USER_ATTR_MAP": {"nickname": "username", "username": "username"},
+    }
+    assert throttling._local_field("username") == "username"
+    assert throttling._local_field("external_id") is None

@@ -399,3 +399,20 @@ def test_a_refused_new_password_does_not_count(
         response = change(client, keyrunes_user.password, "short")
         assert "too short" in response.context["form"].errors["new_password1"][0]
     assert keyrunes.requests_to("/api/user/change-password") == 8
+
+
+def test_the_change_form_needs_a_mirrored_user(keyrunes: KeyrunesEmulator) -> None:
+    from django.test import RequestFactory
+
+    from keyrunes_django.password_forms import KeyrunesPasswordChangeForm
+
+    request = RequestFactory().post(CHANGE)
+    request.user = User.objects.create_user("local-only")
+    request.session = {SESSION_TOKEN_KEY: "a-token"}  # type: ignore[assignment]
+    form = KeyrunesPasswordChangeForm(
+        request,
+        data={"old_password": "x", "new_password1": "Aaaaaaaa1", "new_password2": "Aaaaaaaa1"},
+    )
+    assert not form.is_valid()
+    assert form.has_error("__all__", "no_remote_identity")
+    assert keyrunes.requests_to("/api/user/change-password") == 0
