@@ -190,22 +190,21 @@ class KeyrunesBackend(ModelBackend):
             _set_login_error(request, exc)
             return None
 
-        try:
-            response = get_client().login(login_name, password, namespace=ns)
-        except AuthenticationFailed:
-            attempt.keep()
-            self._failed(request, login_name, ns, "invalid_credentials")
-            return None
-        except KeyrunesHTTPError as exc:
-            # 400/422 from the login route: the request was refused, not the service down.
-            attempt.keep()
-            self._failed(request, login_name, ns, f"rejected_{exc.status_code}")
-            return None
-        except KeyrunesError as exc:
-            attempt.not_a_failure()
-            self._service_error(request, exc)
-            return None
-        attempt.succeeded()
+        with attempt:
+            try:
+                response = get_client().login(login_name, password, namespace=ns)
+            except AuthenticationFailed:
+                self._failed(request, login_name, ns, "invalid_credentials")
+                return None
+            except KeyrunesHTTPError as exc:
+                # 400/422 from the login route: the request was refused, not the service down.
+                self._failed(request, login_name, ns, f"rejected_{exc.status_code}")
+                return None
+            except KeyrunesError as exc:
+                attempt.not_a_failure()
+                self._service_error(request, exc)
+                return None
+            attempt.succeeded()
         return self.user_from_auth_response(request, response, login_name=login_name)
 
     def user_from_auth_response(

@@ -131,24 +131,22 @@ class KeyrunesRegistrationForm(forms.Form):
         except throttling.Throttled as exc:
             raise forms.ValidationError(str(exc), code=exc.code) from exc
         scope = keyrunes_settings.ORGANIZATION_SCOPE
-        try:
-            self.auth_response = get_client().register(
-                email=cleaned["email"],
-                username=cleaned["username"],
-                password=cleaned["password1"],
-                organization_id=int(scope) if scope is not None else None,
-            )
-        except KeyrunesHTTPError as exc:
-            attempt.keep()
-            self._add_reason(exc)
-        except KeyrunesError as exc:
-            attempt.not_a_failure()
-            logger.error("Keyrunes registration impossible: %s: %s", type(exc).__name__, exc)
-            raise forms.ValidationError(
-                SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
-            ) from exc
-        else:
-            attempt.keep()
+        with attempt:  # every registration stays counted, accepted or not
+            try:
+                self.auth_response = get_client().register(
+                    email=cleaned["email"],
+                    username=cleaned["username"],
+                    password=cleaned["password1"],
+                    organization_id=int(scope) if scope is not None else None,
+                )
+            except KeyrunesHTTPError as exc:
+                self._add_reason(exc)
+            except KeyrunesError as exc:
+                attempt.not_a_failure()
+                logger.error("Keyrunes registration impossible: %s: %s", type(exc).__name__, exc)
+                raise forms.ValidationError(
+                    SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
+                ) from exc
         return cleaned
 
     def _add_reason(self, exc: KeyrunesHTTPError) -> None:

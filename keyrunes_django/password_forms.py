@@ -82,34 +82,38 @@ class KeyrunesPasswordChangeForm(_NewPasswordMixin):
         token = get_session_token(self.request)
         if token is None:
             raise forms.ValidationError(SESSION_EXPIRED_MESSAGE, code="no_session_token")
-        attempt = self._acquire()
-        try:
-            get_client().change_password(token, cleaned["old_password"], cleaned["new_password1"])
-        except AuthenticationFailed as exc:
-            attempt.not_a_failure()
-            raise forms.ValidationError(SESSION_EXPIRED_MESSAGE, code="session_expired") from exc
-        except ValidationFailed as exc:
-            message = exc.message or str(exc)
-            if "current" in message.lower():
-                attempt.keep()
-                self.add_error("old_password", message)
-            else:
-                # The new password was refused; that proves nothing about the current one.
+        with self._acquire() as attempt:
+            try:
+                get_client().change_password(
+                    token, cleaned["old_password"], cleaned["new_password1"]
+                )
+            except AuthenticationFailed as exc:
                 attempt.not_a_failure()
-                self.add_error("new_password1", message)
-        except KeyrunesHTTPError as exc:
-            attempt.keep()
-            raise forms.ValidationError(exc.message or str(exc), code="refused") from exc
-        except KeyrunesError as exc:
-            attempt.not_a_failure()
-            # Unreachable, 5xx or a malformed answer: the service is not usable right now.
-            raise forms.ValidationError(
-                SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
-            ) from exc
-        else:
-            attempt.succeeded()
-            set_password_change_required(self.request, False)
+                raise forms.ValidationError(
+                    SESSION_EXPIRED_MESSAGE, code="session_expired"
+                ) from exc
+            except ValidationFailed as exc:
+                self._add_refusal(attempt, exc.message or str(exc))
+            except KeyrunesHTTPError as exc:
+                raise forms.ValidationError(exc.message or str(exc), code="refused") from exc
+            except KeyrunesError as exc:
+                attempt.not_a_failure()
+                # Unreachable, 5xx or a malformed answer: the service is not usable right now.
+                raise forms.ValidationError(
+                    SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
+                ) from exc
+            else:
+                attempt.succeeded()
+                set_password_change_required(self.request, False)
         return cleaned
+
+    def _add_refusal(self, attempt: throttling.Attempt, message: str) -> None:
+        if "current" in message.lower():
+            self.add_error("old_password", message)  # a wrong guess: it stays counted
+        else:
+            # The new password was refused; that proves nothing about the current one.
+            attempt.not_a_failure()
+            self.add_error("new_password1", message)
 
     def _acquire(self) -> throttling.Attempt:
         """Count this change against the account's login budget (it tests the password)."""
@@ -162,17 +166,18 @@ class KeyrunesPasswordForgotForm(forms.Form):
             attempt = throttling.acquire_forgot_password(cleaned["email"], client_ip(self.request))
         except throttling.Throttled as exc:
             raise forms.ValidationError(str(exc), code=exc.code) from exc
-        try:
-            self.response = get_client().forgot_password(cleaned["email"])
-        except KeyrunesHTTPError:
-            # "email not found" and friends: answered like a success on purpose.
-            self.response = None
-        except KeyrunesError as exc:
-            attempt.not_a_failure()
-            # Unreachable, 5xx or a malformed answer: the service is not usable right now.
-            raise forms.ValidationError(
-                SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
-            ) from exc
+        with attempt:  # every request stays counted, answered or not
+            try:
+                self.response = get_client().forgot_password(cleaned["email"])
+            except KeyrunesHTTPError:
+                # "email not found" and friends: answered like a success on purpose.
+                self.response = None
+            except KeyrunesError as exc:
+                attempt.not_a_failure()
+                # Unreachable, 5xx or a malformed answer: the service is not usable right now.
+                raise forms.ValidationError(
+                    SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
+                ) from exc
         return cleaned
 
     @property

@@ -1,13 +1,17 @@
 """Throttling of the flows that reach Keyrunes with what a person typed.
 
-Every attempt is counted *before* the remote call, atomically, so concurrent
-guesses cannot all slip past a check that reads the counter first: with a
-limit of 5, at most 5 attempts per window reach Keyrunes however many arrive
-at once. An attempt that turns out not to be a failure is taken back
-(:meth:`Attempt.not_a_failure`, :meth:`Attempt.succeeded`).
+Every attempt is counted *before* the remote call, atomically, as in flight;
+when it is settled it either becomes a failure (:meth:`Attempt.keep`) or is
+taken back (:meth:`Attempt.succeeded`, :meth:`Attempt.not_a_failure`). An
+attempt may start only while failures plus attempts in flight stay within the
+limit, so concurrent guesses cannot all slip past a check that reads a counter
+first: with a limit of 5, at most 5 wrong passwords per window reach Keyrunes
+however many arrive at once. An attempt that finds the budget full of attempts
+still in flight (not of failures) waits for them to settle, so concurrent
+logins with the right password (parallel Basic-auth requests) all get through.
 
-Budgets (all per ``LOGIN_THROTTLE_WINDOW`` seconds, fixed from the first
-attempt):
+Budgets (failures per ``LOGIN_THROTTLE_WINDOW`` seconds, a window fixed
+from the first failure):
 
 - ``account``: login and password-change attempts per account,
   ``LOGIN_THROTTLE_FAILURES``. A login name of an account mirrored here is
@@ -32,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import random
 import re
 import time
 from collections.abc import Sequence
@@ -62,6 +67,8 @@ logger = logging.getLogger(__name__)
 
 _PREFIX = "keyrunes:throttle"
 _HASH_PURPOSE = "keyrunes_django.throttling"
+# Seconds between two looks at a budget full of attempts still in flight.
+_WAIT_STEP = 0.05
 # Keyrunes looks a login name up by email when it matches this, else by username.
 _EMAIL_RE = re.compile(r"^[\w.+-]+@[\w-]+\.[\w.-]+$")
 # Adds delta to a counter and gives it the window as its lifetime if it has
@@ -108,9 +115,10 @@ class LoginThrottled(Throttled):
 
 @dataclass(frozen=True)
 class ThrottleStatus:
-    failures: int  # attempts counted and not taken back
+    failures: int  # settled failures in the window
     limit: int
     retry_after: int  # seconds until the window ends; 0 when no window is open
+    in_flight: int = 0  # attempts counted and not settled yet
 
     @property
     def blocked(self) -> bool:
@@ -125,40 +133,57 @@ class _Budget:
     cleared_by_success: bool = False
 
     @property
-    def keys(self) -> tuple[str, str]:
+    def keys(self) -> tuple[str, str, str]:
+        """The keys of the attempts in flight, the failures and the window's start."""
         digest = keyed_hash(f"{self.scope}\x00{self.value}", _HASH_PURPOSE)
-        return f"{_PREFIX}:{digest}:n", f"{_PREFIX}:{digest}:t"
+        base = f"{_PREFIX}:{digest}"
+        return f"{base}:i", f"{base}:f", f"{base}:t"
 
 
 @dataclass
 class Attempt:
-    """One attempt, already counted against its budgets."""
+    """One attempt, counted in flight against its budgets until it is settled.
+
+    Use it as a context manager around the remote call: an attempt left
+    unsettled (an unexpected error) is kept as a failure, so a guess whose
+    answer crashed the app is still counted.
+    """
 
     budgets: tuple[_Budget, ...]
     _settled: bool = field(default=False, repr=False)
 
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.keep()
+
+    def keep(self) -> None:
+        """A failure (wrong password), or a request that always counts: it stays counted."""
+        if self._settle():
+            cache = _cache()
+            for budget in self.budgets:
+                _record_failure(cache, budget)
+                # After the failure is recorded: in flight + failures never dips meanwhile.
+                _count(cache, budget.keys[0], -1)
+
     def succeeded(self) -> None:
-        """The credentials were right: clear the account budget, take back the IP attempt."""
-        if self._settled:
-            return
-        self._settled = True
-        cache = _cache()
-        for budget in self.budgets:
-            if budget.cleared_by_success:
-                cache.delete_many(list(budget.keys))
-            else:
-                _count(cache, budget, -1)
+        """The credentials were right: clear the account's failures, never the IP's."""
+        if self._settle():
+            cache = _cache()
+            for budget in self.budgets:
+                if budget.cleared_by_success:
+                    cache.delete_many(list(budget.keys[1:]))
+                _count(cache, budget.keys[0], -1)
 
     def not_a_failure(self) -> None:
         """Nothing was guessed (Keyrunes was unreachable...): take the attempt back."""
-        if self._settled:
-            return
-        self._settled = True
-        _refund(_cache(), self.budgets)
+        if self._settle():
+            _leave(_cache(), self.budgets)
 
-    def keep(self) -> None:
-        """The attempt stays counted (a wrong password, or a request that always counts)."""
-        self._settled = True
+    def _settle(self) -> bool:
+        settled, self._settled = self._settled, True
+        return not settled
 
 
 # ------------------------------------------------------------------ settings
@@ -287,7 +312,9 @@ def _redis_client(cache: BaseCache, key: str) -> tuple[Any, str] | None:
     return cache._cache.get_client(full_key, write=True), full_key
 
 
-def _incr(cache: BaseCache, key: str, delta: int, window: int) -> int:
+def _count(cache: BaseCache, key: str, delta: int) -> int:
+    """Add ``delta`` to a counter living one window; a negative delta never creates one."""
+    window = _window()
     redis = _redis_client(cache, key)
     if redis is not None:
         client, full_key = redis
@@ -305,25 +332,46 @@ def _incr(cache: BaseCache, key: str, delta: int, window: int) -> int:
     return 0
 
 
-def _count(cache: BaseCache, budget: _Budget, delta: int) -> int:
-    count_key, start_key = budget.keys
-    window = _window()
-    if delta > 0:
-        # add() only succeeds for the first attempt of a window: that fixes its start.
-        cache.add(start_key, time.time(), timeout=window)
-    return _incr(cache, count_key, delta, window)
+def _failures(cache: BaseCache, budget: _Budget) -> int:
+    return max(0, int(cache.get(budget.keys[1]) or 0))
 
 
-def _refund(cache: BaseCache, budgets: Sequence[_Budget]) -> None:
+def _record_failure(cache: BaseCache, budget: _Budget) -> None:
+    # add() only succeeds for the first failure of a window: that fixes its start.
+    cache.add(budget.keys[2], time.time(), timeout=_window())
+    _count(cache, budget.keys[1], 1)
+
+
+def _leave(cache: BaseCache, budgets: Sequence[_Budget]) -> None:
     for budget in budgets:
-        _count(cache, budget, -1)
+        _count(cache, budget.keys[0], -1)
+
+
+def _enter(cache: BaseCache, budgets: Sequence[_Budget]) -> tuple[_Budget, int] | None:
+    """Count the attempt in flight on every budget; the full budget and its failures if not."""
+    entered: list[_Budget] = []
+    for budget in budgets:
+        in_flight = _count(cache, budget.keys[0], 1)
+        entered.append(budget)
+        # Read after the increment: a failure settling meanwhile is counted twice, never zero times.
+        failures = _failures(cache, budget)
+        if in_flight + failures > budget.limit:
+            _leave(cache, entered)
+            return budget, failures
+    return None
 
 
 def _retry_after(cache: BaseCache, budget: _Budget) -> int:
-    started = cache.get(budget.keys[1])
+    started = cache.get(budget.keys[2])
     if started is None:
         return _window()
     return max(1, math.ceil(float(started) + _window() - time.time()))
+
+
+def _max_wait() -> float:
+    # Attempts in flight settle within one call's deadline.
+    connect, read = keyrunes_settings.timeout
+    return connect + read
 
 
 def _acquire(
@@ -335,24 +383,27 @@ def _acquire(
     ip: str | None = None,
 ) -> Attempt:
     cache = _cache()
-    counted: list[_Budget] = []
-    for budget in budgets:
-        count = _count(cache, budget, 1)
-        counted.append(budget)
-        if count > budget.limit:
-            _refund(cache, counted)
-            retry_after = _retry_after(cache, budget)
-            audit_event(
-                f"{action}_throttled",
-                level=logging.WARNING,
-                scope=budget.scope,
-                identity_hash=login_name_hash(login_name) if login_name else None,
-                client_ip=ip,
-                failures=budget.limit,
-                retry_after=retry_after,
-            )
-            raise error(scope=budget.scope, retry_after=retry_after)
-    return Attempt(tuple(counted))
+    deadline = time.monotonic() + _max_wait()
+    while True:
+        full = _enter(cache, budgets)
+        if full is None:
+            return Attempt(tuple(budgets))
+        budget, failures = full
+        if failures < budget.limit and time.monotonic() < deadline:
+            # Full of attempts still in flight: wait for them to settle.
+            time.sleep(_WAIT_STEP * (1 + random.random()))  # noqa: S311 (jitter only)
+            continue
+        retry_after = _retry_after(cache, budget)
+        audit_event(
+            f"{action}_throttled",
+            level=logging.WARNING,
+            scope=budget.scope,
+            identity_hash=login_name_hash(login_name) if login_name else None,
+            client_ip=ip,
+            failures=failures,
+            retry_after=retry_after,
+        )
+        raise error(scope=budget.scope, retry_after=retry_after)
 
 
 # ------------------------------------------------------------------ the flows
@@ -399,14 +450,15 @@ def status(
     cache = _cache()
     result: dict[str, ThrottleStatus] = {}
     for budget in _login_budgets(identity, ip, namespace):
-        count_key, start_key = budget.keys
-        found = cache.get_many([count_key, start_key])
-        failures = max(0, int(found.get(count_key) or 0))
+        in_flight_key, failures_key, start_key = budget.keys
+        found = cache.get_many([in_flight_key, failures_key, start_key])
+        failures = max(0, int(found.get(failures_key) or 0))
         started = found.get(start_key)
         retry_after = 0
         if failures and started is not None:
             retry_after = max(0, math.ceil(float(started) + _window() - time.time()))
-        result[budget.scope] = ThrottleStatus(failures, budget.limit, retry_after)
+        in_flight = max(0, int(found.get(in_flight_key) or 0))
+        result[budget.scope] = ThrottleStatus(failures, budget.limit, retry_after, in_flight)
     return result
 
 
@@ -414,6 +466,6 @@ def reset(
     identity: str | None = None, ip: str | None = None, *, namespace: str | None = None
 ) -> None:
     """Clear the login counters of a login name's account and/or of an IP (to unlock by hand)."""
-    keys = [key for budget in _login_budgets(identity, ip, namespace) for key in budget.keys]
+    keys = [key for budget in _login_budgets(identity, ip, namespace) for key in budget.keys[1:]]
     if keys:
         _cache().delete_many(keys)

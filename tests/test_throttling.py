@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,13 +154,15 @@ def test_success_clears_the_account_but_not_the_ip() -> None:
 @override_settings(KEYRUNES=_settings())
 def test_an_attempt_that_is_not_a_failure_is_taken_back_once() -> None:
     attempt = throttling.acquire_login("alice", "10.0.0.4")
-    assert throttling.status("alice", "10.0.0.4")["account"].failures == 1
+    current = throttling.status("alice", "10.0.0.4")
+    assert (current["account"].in_flight, current["account"].failures) == (1, 0)
+    assert current["ip"].in_flight == 1
     attempt.not_a_failure()
     attempt.not_a_failure()  # settled: no second refund
     attempt.succeeded()
     current = throttling.status("alice", "10.0.0.4")
-    assert current["account"].failures == 0
-    assert current["ip"].failures == 0
+    assert current["account"] == throttling.ThrottleStatus(0, 3, 0, in_flight=0)
+    assert current["ip"].failures == current["ip"].in_flight == 0
 
 
 @pytest.mark.django_db
@@ -196,8 +199,7 @@ def test_window_expiry_starts_over() -> None:
         _fail("carol")
     # The counter vanished (cache expiry) while the start marker survived.
     (budget,) = throttling._login_budgets("carol", None, None)
-    count_key, _start = budget.keys
-    caches["default"].delete(count_key)
+    caches["default"].delete(budget.keys[1])
     throttling.acquire_login("carol", None).keep()
     assert throttling.status("carol")["account"].failures == 1
 
@@ -216,7 +218,7 @@ def test_a_refund_after_the_window_ended_creates_nothing() -> None:
 def test_cache_keys_hold_no_login_name_ip_or_plain_hash() -> None:
     _fail("secret-name@example.com", "10.9.9.9")
     keys = _local_keys()
-    assert len(keys) == 4  # count and start, for the account and the IP
+    assert len(keys) == 6  # in flight, failures and start, for the account and the IP
     plain = [
         hashlib.sha256(value.encode()).hexdigest()
         for value in ("secret-name@example.com", "10.9.9.9", "public\x00secret-name@example.com")
@@ -487,7 +489,7 @@ def test_retry_after_without_a_window_start_is_the_whole_window() -> None:
     for _ in range(3):
         _fail("erin")
     (budget,) = throttling._login_budgets("erin", None, None)
-    caches["default"].delete(budget.keys[1])  # the start marker was evicted
+    caches["default"].delete(budget.keys[2])  # the start marker was evicted
     with pytest.raises(throttling.LoginThrottled) as info:
         throttling.acquire_login("erin", None)
     assert info.value.retry_after == 60
@@ -501,3 +503,65 @@ def test_a_mapped_field_the_user_model_lacks_is_skipped(settings: Any) -> None:
     }
     assert throttling._local_field("username") == "username"
     assert throttling._local_field("external_id") is None
+
+
+# ------------------------------------------------------------ attempts in flight
+
+
+def _settle_later(attempts: list[throttling.Attempt], how: str, delay: float) -> threading.Thread:
+    def settle() -> None:
+        time.sleep(delay)
+        for attempt in attempts:
+            getattr(attempt, how)()
+
+    thread = threading.Thread(target=settle)
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db
+@override_settings(KEYRUNES=_settings())
+def test_a_budget_full_of_attempts_in_flight_waits_for_them() -> None:
+    in_flight = [throttling.acquire_login("frank", None) for _ in range(3)]
+    thread = _settle_later(in_flight[:1], "succeeded", 0.3)
+    started = time.monotonic()
+    throttling.acquire_login("frank", None).keep()
+    assert time.monotonic() - started >= 0.25
+    thread.join()
+
+
+@pytest.mark.django_db
+@override_settings(KEYRUNES=_settings())
+def test_a_waiting_attempt_is_refused_once_they_fail() -> None:
+    in_flight = [throttling.acquire_login("gina", None) for _ in range(3)]
+    thread = _settle_later(in_flight, "keep", 0.2)
+    with pytest.raises(throttling.LoginThrottled):
+        throttling.acquire_login("gina", None)
+    thread.join()
+    assert throttling.status("gina")["account"] == throttling.ThrottleStatus(
+        3, 3, throttling.status("gina")["account"].retry_after, in_flight=0
+    )
+
+
+@pytest.mark.django_db
+@override_settings(KEYRUNES=_settings(TIMEOUT=(0.1, 0.2)))
+def test_the_wait_ends_with_the_call_deadline() -> None:
+    for _ in range(3):
+        throttling.acquire_login("hank", None)  # never settled (a crashed worker)
+    started = time.monotonic()
+    with pytest.raises(throttling.LoginThrottled):
+        throttling.acquire_login("hank", None)
+    assert 0.25 <= time.monotonic() - started < 2
+
+
+@pytest.mark.django_db
+@override_settings(KEYRUNES=_settings())
+def test_an_attempt_left_unsettled_by_an_error_is_a_failure() -> None:
+    with pytest.raises(RecursionError), throttling.acquire_login("ivy", None):
+        raise RecursionError("a hostile answer crashed the app")
+    assert throttling.status("ivy")["account"] == throttling.ThrottleStatus(
+        1, 3, throttling.status("ivy")["account"].retry_after, in_flight=0
+    )
+    with throttling.acquire_login("ivy", None) as attempt:
+        attempt.succeeded()
+    assert throttling.status("ivy")["account"].failures == 0
