@@ -59,6 +59,7 @@ __all__ = [
     "acquire_login",
     "acquire_password_change",
     "acquire_registration",
+    "remote_account_id",
     "reset",
     "status",
 ]
@@ -253,6 +254,8 @@ def remote_account_id(login_name: str, namespace: str) -> int | None:
     """
     from keyrunes_django.models import KeyrunesIdentity
 
+    if "\x00" in login_name:
+        return None  # no account has one, and PostgreSQL refuses it in a query
     is_email = bool(_EMAIL_RE.match(login_name))
     remote_field = "email" if is_email else "username"
     lookup = f"{remote_field}__iexact" if is_email else remote_field

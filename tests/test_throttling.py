@@ -565,3 +565,16 @@ def test_an_attempt_left_unsettled_by_an_error_is_a_failure() -> None:
     with throttling.acquire_login("ivy", None) as attempt:
         attempt.succeeded()
     assert throttling.status("ivy")["account"].failures == 0
+
+
+@pytest.mark.django_db
+def test_a_nul_character_in_the_login_name_is_counted_not_a_500(
+    keyrunes: KeyrunesEmulator, settings: Any
+) -> None:
+    # Django's forms refuse NUL characters, DRF's Basic auth does not.
+    _mirror(keyrunes, "nul")
+    settings.KEYRUNES = {**settings.KEYRUNES, "LOGIN_THROTTLE_FAILURES": 1}
+    assert throttling.remote_account_id("nul\x00", "public") is None
+    assert authenticate(username="nul\x00", password="x") is None
+    assert authenticate(username="nul\x00", password="x") is None
+    assert throttling.status("nul\x00")["account"].failures == 1
