@@ -163,11 +163,8 @@ def check_declarations(groups: Any, policies: Any) -> list[CheckMessage]:
         for index, entry in enumerate(policies):
             for text in _policy_problems(index, entry):
                 messages.append(
-                    Error(
-                        text,
-                        hint="Fields: name, resource, action, effect, description, conditions.",
-                        id=_ID + "E024",
-                    )
+                    Error(text, hint="Fields: name, resource, action, effect, "
+                          "description, conditions.", id=_ID + "E024")
                 )
         names = [_entry_name(e) for e in policies]
         for name in _duplicates([n for n in names if n]):

@@ -635,7 +635,8 @@ def _fast_insert(alias: str, model: Any, objs: list[Any]) -> None:
     table = ops.quote_name(meta.db_table)
     sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"  # noqa: S608
     rows = [
-        tuple(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields) for obj in objs
+        tuple(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields)
+        for obj in objs
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)

@@ -368,7 +368,9 @@ class TestRemoteVariants:
         assert "service account's namespace 'public'" in caplog.text
         assert keyrunes.requests_to("/api/admin/check-permission") == 0
 
-    def test_cache_ttl_zero_asks_every_time(self, keyrunes: Any, editor: VerifiedIdentity) -> None:
+    def test_cache_ttl_zero_asks_every_time(
+        self, keyrunes: Any, editor: VerifiedIdentity
+    ) -> None:
         from django.conf import settings
 
         with override_settings(KEYRUNES={**settings.KEYRUNES, "PERMISSION_CACHE_TTL": 0}):
@@ -426,10 +428,7 @@ def test_token_namespace_of_garbage_is_unknown() -> None:
 def test_mirror_without_organization_id(rf: RequestFactory) -> None:
     user = make_user()
     KeyrunesIdentity.objects.create(
-        user=user,
-        namespace="public",
-        remote_user_id=3,
-        organization_id=None,
+        user=user, namespace="public", remote_user_id=3, organization_id=None,
         payload={"organization_id": 4, "groups": ["users"]},
     )
     found = get_identity(get_user_model().objects.get(pk=user.pk))

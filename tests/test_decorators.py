@@ -159,9 +159,8 @@ def test_async_client_runs_async_views(principals: Principals) -> None:
         return [
             (await client.get("/authz/afn/perm/", headers=headers)).status_code,
             (await client.get("/authz/afn/admin/", headers=headers)).status_code,
-            (
-                await client.get("/authz/afn/group-any/", headers={"Accept": "application/json"})
-            ).status_code,
+            (await client.get("/authz/afn/group-any/", headers={"Accept": "application/json"}))
+            .status_code,
         ]
 
     assert async_to_sync(scenario)() == [200, 403, 401]

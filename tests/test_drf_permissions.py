@@ -96,11 +96,7 @@ def test_object_level(principals: Principals, client: Client) -> None:
 
 def identity(groups: tuple[str, ...] = ("editors",)) -> VerifiedIdentity:
     return VerifiedIdentity(
-        user_id=7,
-        username="a",
-        email="a@example.com",
-        namespace="public",
-        organization_id=1,
+        user_id=7, username="a", email="a@example.com", namespace="public", organization_id=1,
         groups=groups,
     )
 

@@ -105,11 +105,7 @@ def principals_identity() -> Any:
     from keyrunes_django.identity import VerifiedIdentity
 
     return VerifiedIdentity(
-        user_id=1,
-        username="u",
-        email="u@example.com",
-        namespace="public",
-        organization_id=1,
+        user_id=1, username="u", email="u@example.com", namespace="public", organization_id=1,
         groups=("users",),
     )
 

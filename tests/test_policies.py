@@ -63,22 +63,13 @@ class TestDeclarationChecks:
             ([], ["docs_read"], "keyrunes_django.E024"),
             ([], [{"name": "p", "resource": "r"}], "keyrunes_django.E024"),
             ([], [{"name": "p", "resource": "", "action": "a"}], "keyrunes_django.E024"),
-            (
-                [],
-                [{"name": "p", "resource": "r", "action": "a", "effect": "ALLOW"}],
-                "keyrunes_django.E024",
-            ),
+            ([], [{"name": "p", "resource": "r", "action": "a", "effect": "ALLOW"}],
+             "keyrunes_django.E024"),
             ([], [{"name": "p", "resource": "r" * 256, "action": "a"}], "keyrunes_django.E024"),
-            (
-                [],
-                [{"name": "p", "resource": "r", "action": "a", "conditions": {1, 2}}],
-                "keyrunes_django.E024",
-            ),
-            (
-                [],
-                [{"name": "p", "resource": "r", "action": "a", "group": "x"}],
-                "keyrunes_django.E024",
-            ),
+            ([], [{"name": "p", "resource": "r", "action": "a", "conditions": {1, 2}}],
+             "keyrunes_django.E024"),
+            ([], [{"name": "p", "resource": "r", "action": "a", "group": "x"}],
+             "keyrunes_django.E024"),
             (
                 [],
                 [{"name": "p", "resource": "r", "action": "a"}] * 2,
@@ -151,15 +142,8 @@ class TestDiffAndApply:
         declared = settings_for(
             keyrunes,
             GROUPS=["editors", {"name": "auditors", "description": "Audit"}],
-            POLICIES=[
-                DOCS_READ,
-                {
-                    **DOCS_READ,
-                    "name": "docs_deny",
-                    "effect": "Deny",
-                    "conditions": {"note": "kept, never evaluated"},
-                },
-            ],
+            POLICIES=[DOCS_READ, {**DOCS_READ, "name": "docs_deny", "effect": "Deny",
+                                  "conditions": {"note": "kept, never evaluated"}}],
         )
         with override_settings(KEYRUNES=declared):
             diff = compute_policy_diff(organization_id=acme.organization_id)
@@ -246,7 +230,9 @@ class TestDiffAndApply:
         assert "is not declared; not applied" in report.format_report()
         assert "- group 'legacy': on the server but not declared." in diff.format_report()
 
-    def test_explicit_client_and_token_and_failed_create(self, keyrunes: KeyrunesEmulator) -> None:
+    def test_explicit_client_and_token_and_failed_create(
+        self, keyrunes: KeyrunesEmulator
+    ) -> None:
         with override_settings(
             KEYRUNES=settings_for(keyrunes, SERVICE_ACCOUNT=None, POLICIES=[DOCS_READ])
         ):
@@ -265,9 +251,8 @@ class TestDiffAndApply:
     def test_organization_scope_is_the_default(self, keyrunes: KeyrunesEmulator) -> None:
         acme = keyrunes.create_organization("Acme", "acme")
         with override_settings(
-            KEYRUNES=settings_for(
-                keyrunes, ORGANIZATION_SCOPE=acme.organization_id, GROUPS=["editors"]
-            )
+            KEYRUNES=settings_for(keyrunes, ORGANIZATION_SCOPE=acme.organization_id,
+                                  GROUPS=["editors"])
         ):
             diff = compute_policy_diff()
         assert diff.organization_id == acme.organization_id

@@ -224,7 +224,8 @@ DRF_PERMISSIONS: dict[str, Any] = {
     "or": kp.HasGroup("editors") | kp.IsKeyrunesAdmin,
     "not": ~kp.HasGroup("editors"),
     "not-admin-and-auth": kp.IsKeyrunesAuthenticated & ~kp.IsKeyrunesAdmin,
-    "nested": (kp.HasGroup("editors") & kp.HasPermission("docs:*", "read")) | kp.IsOrganization(1),
+    "nested": (kp.HasGroup("editors") & kp.HasPermission("docs:*", "read"))
+    | kp.IsOrganization(1),
 }
 
 

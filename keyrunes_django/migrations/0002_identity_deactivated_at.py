@@ -4,14 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("keyrunes_django", "0001_initial"),
+        ('keyrunes_django', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="keyrunesidentity",
-            name="deactivated_at",
+            model_name='keyrunesidentity',
+            name='deactivated_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]
