@@ -5,21 +5,19 @@ a signal (:mod:`keyrunes_django.signals`); the receivers connected here in
 ``AppConfig.ready`` turn each one into a log record on the
 ``keyrunes_django.audit`` logger with ``extra={"event": ..., ...}``, so a JSON
 formatter can ship them as they are. No record ever holds a raw token, key or
-password: credentials appear only as sha256 hex digests.
-
-The ``send_*`` helpers are what the rest of the app calls: they hash what must
-be hashed before the signal leaves, so a third-party receiver cannot see a
-secret either.
+password: secrets and typed login names appear only as keyed hashes
+(:func:`hash_value`, HMAC-SHA256 with a key derived from ``SECRET_KEY``), which
+cannot be reversed by guessing without that key.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils.crypto import salted_hmac
 
 from keyrunes_django import signals
 from keyrunes_django.identity import VerifiedIdentity
@@ -31,13 +29,13 @@ __all__ = [
     "connect_receivers",
     "disconnect_receivers",
     "hash_value",
-    "send_credential_rejected",
-    "send_login_failed",
-    "send_login_succeeded",
-    "send_service_error",
+    "keyed_hash",
+    "login_name_hash",
 ]
 
 AUDIT_LOGGER_NAME = "keyrunes_django.audit"
+#: The purpose string of :func:`hash_value`'s key: audit hashes match nothing else.
+AUDIT_HASH_PURPOSE = "keyrunes_django.audit"
 logger = logging.getLogger(AUDIT_LOGGER_NAME)
 
 #: Field names whose values are secrets: they are replaced by ``<name>_hash``.
@@ -52,10 +50,20 @@ _RESERVED = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", Non
 }
 
 
+def keyed_hash(value: str | bytes, purpose: str) -> str:
+    """HMAC-SHA256 hex digest of ``value`` with a key derived from ``SECRET_KEY`` and ``purpose``.
+
+    People type passwords into the login-name box: a plain sha256 of such a
+    value is reversed by guessing, an HMAC only by someone who has the key.
+    Distinct purposes give unrelated digests of the same value.
+    """
+    data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+    return salted_hmac(purpose, data, algorithm="sha256").hexdigest()
+
+
 def hash_value(value: str | bytes) -> str:
-    """sha256 hex digest: how a credential appears in logs, signals and cache keys."""
-    data = value.encode("utf-8") if isinstance(value, str) else value
-    return hashlib.sha256(data).hexdigest()
+    """How a secret or a typed login name appears in audit records (a keyed hash)."""
+    return keyed_hash(value, AUDIT_HASH_PURPOSE)
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -69,6 +77,15 @@ def client_ip(request: HttpRequest | None) -> str | None:
         return None
     value = request.META.get("REMOTE_ADDR")
     return str(value) if value else None
+
+
+def login_name_hash(login_name: str) -> str:
+    """The keyed hash of a typed login name, case and outer spaces ignored.
+
+    The same name typed on a failed login and on a throttled one gives the
+    same digest, so the records can be correlated without holding the name.
+    """
+    return hash_value(login_name.strip().lower())
 
 
 def _scrub(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,54 +132,6 @@ def _identity_fields(identity: VerifiedIdentity | None) -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------ senders
-
-
-def send_login_succeeded(
-    *, user: Any, identity: VerifiedIdentity, request: HttpRequest | None = None
-) -> None:
-    """Announce a successful Keyrunes login."""
-    signals.login_succeeded.send(
-        sender=VerifiedIdentity, user=user, identity=identity, request=request
-    )
-
-
-def send_login_failed(*, identity: str, reason: str, request: HttpRequest | None = None) -> None:
-    """Announce a failed login. ``identity`` is the login name typed, never a password."""
-    signals.login_failed.send(
-        sender=VerifiedIdentity, identity=identity, reason=reason, request=request
-    )
-
-
-def send_credential_rejected(
-    *, credential: str, reason: str, request: HttpRequest | None = None
-) -> None:
-    """Announce a refused bearer token or organization key; only its hash is sent."""
-    signals.credential_rejected.send(
-        sender=VerifiedIdentity,
-        reason=reason,
-        request=request,
-        credential_hash=hash_value(credential),
-    )
-
-
-def send_service_error(
-    *,
-    error: BaseException,
-    operation: str,
-    request: HttpRequest | None = None,
-    served_stale: bool = False,
-) -> None:
-    """Announce that Keyrunes was unreachable or answered garbage."""
-    signals.auth_service_error.send(
-        sender=VerifiedIdentity,
-        error=error,
-        operation=operation,
-        request=request,
-        served_stale=served_stale,
-    )
-
-
 # ---------------------------------------------------------------- receivers
 
 
@@ -187,7 +156,7 @@ def _on_login_failed(
         level=logging.WARNING,
         request=request,
         reason=reason,
-        identity_hash=hash_value(str(identity).strip().lower()) if identity else None,
+        identity_hash=login_name_hash(str(identity)) if identity else None,
         namespace=kw.get("namespace"),
     )
 

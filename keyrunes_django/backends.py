@@ -10,22 +10,31 @@ Failures follow Django's contract (``None``), with the reason logged and a
 signal sent. When Keyrunes is unreachable the error is recorded on the request
 (:func:`login_error`) so :class:`keyrunes_django.forms.KeyrunesAuthenticationForm`
 can say so instead of "wrong password".
+
+Every attempt is counted by :mod:`keyrunes_django.throttling` before Keyrunes
+is asked. The token of a successful login reaches the session only through
+``login()`` (the ``user_logged_in`` signal); it is never set on the user.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 import jwt
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
+from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
 from keyrunes_django import signals, throttling
@@ -49,6 +58,7 @@ __all__ = [
     "SERVICE_UNAVAILABLE_MESSAGE",
     "KeyrunesBackend",
     "identity_from_login",
+    "keyrunes_backend_path",
     "login_error",
 ]
 
@@ -58,10 +68,51 @@ SERVICE_UNAVAILABLE_MESSAGE = "The authentication service is unavailable. Please
 
 # Set on the request when a login failed for a reason the user should see.
 _REQUEST_ERROR_ATTR = "_keyrunes_auth_error"
-# Set on the returned user; moved into the session by _store_login_token.
-_TOKEN_ATTR = "_keyrunes_login_token"
-_TOKEN_EXPIRY_ATTR = "_keyrunes_login_token_expires_at"
-_PASSWORD_CHANGE_ATTR = "_keyrunes_requires_password_change"
+
+
+@dataclass(frozen=True)
+class _LoginToken:
+    token: str = field(repr=False)
+    expires_at: datetime
+    requires_password_change: bool
+
+
+class _PendingTokens:
+    """Login tokens waiting for ``login()`` of the user object ``authenticate()`` returned.
+
+    Keyed by the object's identity and dropped when the object is garbage
+    collected: the token never sits on the user (which may be cached or
+    pickled), and a caller that authenticates without logging in (DRF Basic
+    auth, a script) leaves nothing behind once it lets go of the user.
+    Single dict operations only, so the weakref callback needs no lock.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[weakref.ref[Any], _LoginToken]] = {}
+
+    def put(self, user: Any, login_token: _LoginToken) -> None:
+        key = id(user)
+        items = self._items
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            entry = items.get(key)
+            if entry is not None and entry[0] is ref:
+                items.pop(key, None)
+
+        items[key] = (weakref.ref(user, forget), login_token)
+
+    def pop(self, user: Any) -> _LoginToken | None:
+        entry = self._items.get(id(user))
+        if entry is None or entry[0]() is not user:
+            return None
+        self._items.pop(id(user), None)
+        return entry[1]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_pending_tokens = _PendingTokens()
 
 
 def login_error(request: HttpRequest | None) -> ValidationError | None:
@@ -94,9 +145,7 @@ def identity_from_login(response: AuthResponse) -> VerifiedIdentity:
     if claims.user_id != user.user_id or claims.namespace != user.namespace:
         raise KeyrunesProtocolError("Keyrunes returned a login token for another user.")
     identity = user.to_identity(source="login")
-    return dataclasses.replace(
-        identity, expires_at=claims.expires_at, issued_at=claims.issued_at
-    )
+    return dataclasses.replace(identity, expires_at=claims.expires_at, issued_at=claims.issued_at)
 
 
 class KeyrunesBackend(ModelBackend):
@@ -132,31 +181,46 @@ class KeyrunesBackend(ModelBackend):
         if not login_name or not password:
             return None
         ns = namespace or str(keyrunes_settings.NAMESPACE)
-        ip = client_ip(request)
 
         try:
-            throttling.check_login_allowed(login_name, ip, namespace=ns)
+            # Counted before the remote call, so concurrent guesses cannot overtake it.
+            attempt = throttling.acquire_login(login_name, client_ip(request), namespace=ns)
         except throttling.LoginThrottled as exc:
             self._failed(request, login_name, ns, "throttled")
             _set_login_error(request, exc)
             return None
 
+        with attempt:
+            try:
+                response = get_client().login(login_name, password, namespace=ns)
+            except AuthenticationFailed:
+                self._failed(request, login_name, ns, "invalid_credentials")
+                return None
+            except KeyrunesHTTPError as exc:
+                # 400/422 from the login route: the request was refused, not the service down.
+                self._failed(request, login_name, ns, f"rejected_{exc.status_code}")
+                return None
+            except KeyrunesError as exc:
+                attempt.not_a_failure()
+                self._service_error(request, exc)
+                return None
+            attempt.succeeded()
+        return self.user_from_auth_response(request, response, login_name=login_name)
+
+    def user_from_auth_response(
+        self, request: HttpRequest | None, response: AuthResponse, *, login_name: str
+    ) -> AbstractBaseUser | None:
+        """The mirrored local user of a login (or registration) answer, ready for ``login()``.
+
+        Refusals (mapper, inactive user) return ``None`` with the reason logged
+        and signalled. The answer's token is held for the ``user_logged_in``
+        signal, which moves it into the session; it is never put on the user.
+        """
         try:
-            response = get_client().login(login_name, password, namespace=ns)
             identity = identity_from_login(response)
-        except AuthenticationFailed:
-            throttling.record_login_failure(login_name, ip, namespace=ns)
-            self._failed(request, login_name, ns, "invalid_credentials")
-            return None
-        except KeyrunesHTTPError as exc:
-            # 400/422 from the login route: the request was refused, not the service down.
-            throttling.record_login_failure(login_name, ip, namespace=ns)
-            self._failed(request, login_name, ns, f"rejected_{exc.status_code}")
-            return None
-        except KeyrunesError as exc:
+        except KeyrunesProtocolError as exc:
             self._service_error(request, exc)
             return None
-
         try:
             result = get_mapper().mirror(identity)
         except MirrorRefused as exc:
@@ -167,17 +231,17 @@ class KeyrunesBackend(ModelBackend):
                 exc.reason,
                 exc.message,
             )
-            self._failed(request, login_name, ns, exc.reason)
+            self._failed(request, login_name, identity.namespace, exc.reason)
             return None
 
         user = result.user
         if not self.user_can_authenticate(cast(Any, user)):
-            self._failed(request, login_name, ns, "inactive")
+            self._failed(request, login_name, identity.namespace, "inactive")
             return None
-        throttling.reset(login_name, None, namespace=ns)
-        setattr(user, _TOKEN_ATTR, response.token)
-        setattr(user, _TOKEN_EXPIRY_ATTR, identity.expires_at)
-        setattr(user, _PASSWORD_CHANGE_ATTR, response.requires_password_change)
+        # identity_from_login always takes the expiry from the token.
+        expires_at = cast(datetime, identity.expires_at)
+        login_token = _LoginToken(response.token, expires_at, response.requires_password_change)
+        _pending_tokens.put(user, login_token)
         signals.login_succeeded.send(
             sender=type(self), user=user, identity=identity, request=request
         )
@@ -205,12 +269,6 @@ class KeyrunesBackend(ModelBackend):
             request, username=username, password=password, namespace=namespace, **kwargs
         )
 
-    def get_user(self, user_id: Any) -> Any:
-        return super().get_user(user_id)
-
-    async def aget_user(self, user_id: Any) -> Any:
-        return await sync_to_async(self.get_user, thread_sensitive=True)(user_id)
-
     def _failed(
         self, request: HttpRequest | None, login_name: str, namespace: str, reason: str
     ) -> None:
@@ -235,18 +293,25 @@ class KeyrunesBackend(ModelBackend):
         )
 
 
+def keyrunes_backend_path() -> str | None:
+    """The first entry of ``AUTHENTICATION_BACKENDS`` that is a :class:`KeyrunesBackend`."""
+    for path in getattr(settings, "AUTHENTICATION_BACKENDS", ()):
+        try:
+            backend = import_string(path)
+        except ImportError:
+            continue
+        if isinstance(backend, type) and issubclass(backend, KeyrunesBackend):
+            return str(path)
+    return None
+
+
 def _store_login_token(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
-    """Move the login token from the user object into the (already cycled) session."""
-    token = getattr(user, _TOKEN_ATTR, None)
-    expires_at = getattr(user, _TOKEN_EXPIRY_ATTR, None)
-    if request is None or not token or expires_at is None or not hasattr(request, "session"):
+    """Move the login token held for this user object into the (already cycled) session."""
+    login_token = _pending_tokens.pop(user)
+    if request is None or login_token is None or not hasattr(request, "session"):
         return
-    store_session_token(request, token, expires_at)
-    set_password_change_required(request, bool(getattr(user, _PASSWORD_CHANGE_ATTR, False)))
-    # The user object may be cached or pickled later: the token lives only in the session.
-    for attr in (_TOKEN_ATTR, _TOKEN_EXPIRY_ATTR, _PASSWORD_CHANGE_ATTR):
-        if hasattr(user, attr):
-            delattr(user, attr)
+    store_session_token(request, login_token.token, login_token.expires_at)
+    set_password_change_required(request, login_token.requires_password_change)
 
 
 user_logged_in.connect(_store_login_token, dispatch_uid="keyrunes_django.backends.store_token")

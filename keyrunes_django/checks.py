@@ -36,6 +36,11 @@ keyrunes_django.E042   ``BREAKER_FAILURES``/``BREAKER_COOLDOWN`` out of range
 keyrunes_django.W040   one call's worst case (retries, timeouts, back-off, deadline) > 25 s
 keyrunes_django.E070   ``HEALTH_TIMEOUT`` is not a positive number
 keyrunes_django.E071   ``CHANNELS_QUERY_STRING_TOKEN`` is not a bool
+keyrunes_django.E060   a ``LOGIN_THROTTLE_*`` value is not a non-negative integer
+keyrunes_django.E061   ``REGISTRATION_ENABLED`` is not a bool
+keyrunes_django.E062   ``REGISTRATION_ENABLED`` without ``KeyrunesBackend`` in
+                       ``AUTHENTICATION_BACKENDS``
+keyrunes_django.W060   the cache of ``CACHE_ALIAS`` cannot count throttle attempts atomically
 =====================  ===========================================================
 
 Ids are stable; features with their own settings add checks from E020 on.
@@ -253,8 +258,10 @@ def _check_service_account(value: Any) -> list[CheckMessage]:
 
 
 def _check_adopt_groups(value: Any) -> list[CheckMessage]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)) or not all(
-        isinstance(name, str) and name for name in value
+    if (
+        isinstance(value, str)
+        or not isinstance(value, (list, tuple, set, frozenset))
+        or not all(isinstance(name, str) and name for name in value)
     ):
         return [
             Error(
@@ -310,6 +317,8 @@ def check_settings(
     from keyrunes_django.policies import check_declarations
 
     messages += check_declarations(get("GROUPS"), get("POLICIES"))
+    messages += _check_throttle(user)
+    messages += _check_registration(get("REGISTRATION_ENABLED"))
     return messages
 
 
@@ -542,6 +551,8 @@ def check_client_limits(
             )
         ]
     return []
+
+
 @register("keyrunes")
 def check_integration_settings(**kwargs: Any) -> list[CheckMessage]:
     """Settings of the health probe and the Channels middleware."""
@@ -566,3 +577,67 @@ def check_integration_settings(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     return messages
+
+
+#: Cache backends whose incr() is a read then a write: concurrent attempts get lost.
+_NON_ATOMIC_CACHES = (
+    "django.core.cache.backends.dummy.DummyCache",
+    "django.core.cache.backends.db.DatabaseCache",
+    "django.core.cache.backends.filebased.FileBasedCache",
+)
+
+
+def _check_throttle(user: Mapping[str, Any]) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for key in ("LOGIN_THROTTLE_FAILURES", "LOGIN_THROTTLE_WINDOW", "LOGIN_THROTTLE_IP_FAILURES"):
+        value = user.get(key, DEFAULTS[key])
+        if key == "LOGIN_THROTTLE_IP_FAILURES" and value is None:
+            continue
+        minimum = 1 if key == "LOGIN_THROTTLE_WINDOW" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            messages.append(
+                Error(
+                    f"KEYRUNES[{key!r}] = {value!r} must be an integer >= {minimum}.",
+                    hint="0 turns a limit off." if minimum == 0 else None,
+                    id=_ID + "E060",
+                )
+            )
+    alias = user.get("CACHE_ALIAS", DEFAULTS["CACHE_ALIAS"])
+    backend = (getattr(settings, "CACHES", {}) or {}).get(alias, {}).get("BACKEND")
+    failures = user.get("LOGIN_THROTTLE_FAILURES", DEFAULTS["LOGIN_THROTTLE_FAILURES"])
+    ip_failures = user.get("LOGIN_THROTTLE_IP_FAILURES")
+    throttling_on = bool(failures) or bool(ip_failures)
+    if backend in _NON_ATOMIC_CACHES and throttling_on:
+        messages.append(
+            Warning(
+                f"The cache {alias!r} ({backend}) cannot count login attempts atomically: "
+                "concurrent guesses can exceed the login throttle's limits.",
+                hint="Point KEYRUNES['CACHE_ALIAS'] at Redis, Memcached or (one process) "
+                "the local-memory cache.",
+                id=_ID + "W060",
+            )
+        )
+    return messages
+
+
+def _check_registration(enabled: Any) -> list[CheckMessage]:
+    if not isinstance(enabled, bool):
+        return [
+            Error(
+                f"KEYRUNES['REGISTRATION_ENABLED'] = {enabled!r} must be True or False.",
+                id=_ID + "E061",
+            )
+        ]
+    if enabled:
+        from keyrunes_django.backends import keyrunes_backend_path
+
+        if keyrunes_backend_path() is None:
+            return [
+                Error(
+                    "KEYRUNES['REGISTRATION_ENABLED'] is on, but no KeyrunesBackend is in "
+                    "AUTHENTICATION_BACKENDS to sign new users in.",
+                    hint="Add 'keyrunes_django.backends.KeyrunesBackend'.",
+                    id=_ID + "E062",
+                )
+            ]
+    return []

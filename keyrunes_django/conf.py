@@ -88,6 +88,8 @@ DEFAULTS: dict[str, Any] = {
     # Integrations: readiness probe timeout (seconds); websocket tokens in the query string.
     "HEALTH_TIMEOUT": 2.0,
     "CHANNELS_QUERY_STRING_TOKEN": False,
+    # Self-registration through POST /api/register (RegistrationView); 404 while off.
+    "REGISTRATION_ENABLED": False,
 }
 
 #: Shortest secret accepted for ``JWT_SECRET`` and ``CACHE_SIGNING_KEY`` (HS256 wants 256 bits).

@@ -4,6 +4,10 @@ Keyrunes is the authority on remote users' passwords: these forms only check
 what the browser can get wrong (two new passwords that differ, empty fields)
 and show the server's own reasons ("Invalid current password", "password too
 short") as form errors. An outage becomes a form error, never a 500.
+
+Change and forgot are throttled (:mod:`keyrunes_django.throttling`): a change
+checks the current password, so it shares the account's login budget; every
+forgot request counts against the address and the client IP.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from django import forms
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from keyrunes_django import throttling
+from keyrunes_django.audit import client_ip
 from keyrunes_django.backends import SERVICE_UNAVAILABLE_MESSAGE
 from keyrunes_django.client import get_client
 from keyrunes_django.exceptions import (
@@ -76,26 +82,60 @@ class KeyrunesPasswordChangeForm(_NewPasswordMixin):
         token = get_session_token(self.request)
         if token is None:
             raise forms.ValidationError(SESSION_EXPIRED_MESSAGE, code="no_session_token")
-        try:
-            get_client().change_password(token, cleaned["old_password"], cleaned["new_password1"])
-        except AuthenticationFailed as exc:
-            raise forms.ValidationError(SESSION_EXPIRED_MESSAGE, code="session_expired") from exc
-        except ValidationFailed as exc:
-            message = exc.message or str(exc)
-            if "current" in message.lower():
-                self.add_error("old_password", message)
+        with self._acquire() as attempt:
+            try:
+                get_client().change_password(
+                    token, cleaned["old_password"], cleaned["new_password1"]
+                )
+            except AuthenticationFailed as exc:
+                attempt.not_a_failure()
+                raise forms.ValidationError(
+                    SESSION_EXPIRED_MESSAGE, code="session_expired"
+                ) from exc
+            except ValidationFailed as exc:
+                self._add_refusal(attempt, exc.message or str(exc))
+            except KeyrunesHTTPError as exc:
+                raise forms.ValidationError(exc.message or str(exc), code="refused") from exc
+            except KeyrunesError as exc:
+                attempt.not_a_failure()
+                # Unreachable, 5xx or a malformed answer: the service is not usable right now.
+                raise forms.ValidationError(
+                    SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
+                ) from exc
             else:
-                self.add_error("new_password1", message)
-        except KeyrunesHTTPError as exc:
-            raise forms.ValidationError(exc.message or str(exc), code="refused") from exc
-        except KeyrunesError as exc:
-            # Unreachable, 5xx or a malformed answer: the service is not usable right now.
-            raise forms.ValidationError(
-                SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
-            ) from exc
-        else:
-            set_password_change_required(self.request, False)
+                attempt.succeeded()
+                set_password_change_required(self.request, False)
         return cleaned
+
+    def _add_refusal(self, attempt: throttling.Attempt, message: str) -> None:
+        if "current" in message.lower():
+            self.add_error("old_password", message)  # a wrong guess: it stays counted
+        else:
+            # The new password was refused; that proves nothing about the current one.
+            attempt.not_a_failure()
+            self.add_error("new_password1", message)
+
+    def _acquire(self) -> throttling.Attempt:
+        """Count this change against the account's login budget (it tests the password)."""
+        from keyrunes_django.models import KeyrunesIdentity
+
+        user_pk = self.request.user.pk
+        record = (
+            KeyrunesIdentity.objects.filter(user__pk=user_pk)
+            .values_list("namespace", "remote_user_id")
+            .first()
+            if user_pk is not None
+            else None
+        )
+        if record is None:
+            raise forms.ValidationError(SESSION_EXPIRED_MESSAGE, code="no_remote_identity")
+        namespace, remote_user_id = record
+        try:
+            return throttling.acquire_password_change(
+                namespace, remote_user_id, client_ip(self.request)
+            )
+        except throttling.Throttled as exc:
+            raise forms.ValidationError(str(exc), code=exc.code) from exc
 
 
 class KeyrunesPasswordForgotForm(forms.Form):
@@ -112,8 +152,9 @@ class KeyrunesPasswordForgotForm(forms.Form):
         widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.request = request
         self.response: ForgotPasswordResponse | None = None
 
     def clean(self) -> dict[str, Any]:
@@ -121,15 +162,22 @@ class KeyrunesPasswordForgotForm(forms.Form):
         if self.errors:
             return cleaned
         try:
-            self.response = get_client().forgot_password(cleaned["email"])
-        except KeyrunesHTTPError:
-            # "email not found" and friends: answered like a success on purpose.
-            self.response = None
-        except KeyrunesError as exc:
-            # Unreachable, 5xx or a malformed answer: the service is not usable right now.
-            raise forms.ValidationError(
-                SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
-            ) from exc
+            # Counted whether or not the address is known, so the throttle tells nothing.
+            attempt = throttling.acquire_forgot_password(cleaned["email"], client_ip(self.request))
+        except throttling.Throttled as exc:
+            raise forms.ValidationError(str(exc), code=exc.code) from exc
+        with attempt:  # every request stays counted, answered or not
+            try:
+                self.response = get_client().forgot_password(cleaned["email"])
+            except KeyrunesHTTPError:
+                # "email not found" and friends: answered like a success on purpose.
+                self.response = None
+            except KeyrunesError as exc:
+                attempt.not_a_failure()
+                # Unreachable, 5xx or a malformed answer: the service is not usable right now.
+                raise forms.ValidationError(
+                    SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
+                ) from exc
         return cleaned
 
     @property

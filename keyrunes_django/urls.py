@@ -1,4 +1,6 @@
-"""URLs of the password flows: ``path("account/", include("keyrunes_django.urls"))``.
+"""URLs of the password flows and registration.
+
+Include them with ``path("account/", include("keyrunes_django.urls"))``.
 
 Names are in the ``keyrunes_django`` namespace, e.g.
 ``reverse("keyrunes_django:password_change")``.
@@ -26,4 +28,6 @@ urlpatterns: list[URLPattern] = [
         views.PasswordResetCompleteView.as_view(),
         name="password_reset_complete",
     ),
+    # 404 unless KEYRUNES["REGISTRATION_ENABLED"] is True.
+    path("register/", views.RegistrationView.as_view(), name="register"),
 ]

@@ -1,4 +1,4 @@
-"""Password change, forgot and reset views for Keyrunes users.
+"""Password change, forgot and reset views, and self-registration, for Keyrunes users.
 
 Include them with ``path("account/", include("keyrunes_django.urls"))``. A
 signed-in user mirrored from Keyrunes changes their password through Keyrunes
@@ -9,20 +9,35 @@ overridden by a project template of the same name.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
-from django.shortcuts import render
+from django.core.exceptions import ImproperlyConfigured
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+)
+from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.utils.decorators import method_decorator
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.module_loading import import_string
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
+from keyrunes_django.audit import audit_event
+from keyrunes_django.backends import keyrunes_backend_path, login_error
 from keyrunes_django.conf import keyrunes_settings
+from keyrunes_django.forms import KeyrunesRegistrationForm
 from keyrunes_django.password_forms import (
     KeyrunesPasswordChangeForm,
     KeyrunesPasswordForgotForm,
@@ -35,8 +50,16 @@ __all__ = [
     "PasswordForgotView",
     "PasswordResetCompleteView",
     "PasswordResetView",
+    "RegistrationView",
     "is_remote_user",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: Shown when Keyrunes created the account but this site would not sign it in.
+REGISTERED_NOT_SIGNED_IN_MESSAGE = (
+    "Your account was created, but you could not be signed in here. Please try to sign in."
+)
 
 #: The query parameter of this server version's reset links (``?forgot_password=<token>``).
 RESET_TOKEN_PARAM = "forgot_password"
@@ -114,7 +137,7 @@ class PasswordForgotView(View):
         return render(request, self.template_name, {"form": self.form_class(), "title": "Forgot"})
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        form = self.form_class(data=request.POST)
+        form = self.form_class(data=request.POST, request=request)
         if not form.is_valid():
             return render(request, self.template_name, {"form": form, "title": "Forgot"})
         demo_reset_url = None
@@ -160,3 +183,80 @@ class PasswordResetCompleteView(View):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         return render(request, self.template_name, {"title": "Password reset"})
+
+
+@_sensitive
+class RegistrationView(View):
+    """Create a Keyrunes account, mirror it and sign it in (``REGISTRATION_ENABLED``).
+
+    404 while registration is off. The new user is signed in through the
+    configured :class:`KeyrunesBackend`, like a login (mirror, signals,
+    session token), then sent to ``?next=`` (same host only) or
+    ``LOGIN_REDIRECT_URL``.
+    """
+
+    template_name = "keyrunes_django/register_form.html"
+    form_class = KeyrunesRegistrationForm
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not keyrunes_settings.REGISTRATION_ENABLED:
+            raise Http404("Registration is off.")
+        return super().dispatch(request, *args, **kwargs)
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return self.render(request, self.form_class(request=request))
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        backend_path = keyrunes_backend_path()
+        if backend_path is None:
+            # Checked before anything is created remotely (system check E062 says so too).
+            raise ImproperlyConfigured(
+                "Registration signs users in through KeyrunesBackend: "
+                "add it to AUTHENTICATION_BACKENDS."
+            )
+        form = self.form_class(data=request.POST, request=request)
+        if not form.is_valid() or form.auth_response is None:
+            return self.render(request, form)
+        response = form.auth_response
+        audit_event(
+            "registration_succeeded",
+            request=request,
+            user_id=response.user.user_id,
+            username=response.user.username,
+            namespace=response.user.namespace,
+        )
+        if response.user.to_identity(source="login").is_admin:
+            # Keyrunes makes the first registrant of an empty namespace its admin.
+            audit_event(
+                "registration_made_admin",
+                level=logging.ERROR,
+                request=request,
+                user_id=response.user.user_id,
+                namespace=response.user.namespace,
+            )
+        backend = import_string(backend_path)()
+        user = backend.user_from_auth_response(
+            request, response, login_name=form.cleaned_data["email"]
+        )
+        if user is None:
+            error = login_error(request)
+            form.add_error(None, error or REGISTERED_NOT_SIGNED_IN_MESSAGE)
+            return self.render(request, form)
+        login(request, user, backend=backend_path)
+        return HttpResponseRedirect(self.success_url(request))
+
+    def success_url(self, request: HttpRequest) -> str:
+        target = request.POST.get("next") or request.GET.get("next") or ""
+        if target and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return target
+        return resolve_url(settings.LOGIN_REDIRECT_URL)
+
+    def render(self, request: HttpRequest, form: KeyrunesRegistrationForm) -> HttpResponse:
+        context = {
+            "form": form,
+            "title": "Create an account",
+            "next": request.POST.get("next") or request.GET.get("next") or "",
+        }
+        return render(request, self.template_name, context)

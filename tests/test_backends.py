@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import gc
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -209,7 +212,8 @@ def test_unchanged_relogin_performs_no_writes(
         q["sql"] for q in ctx.captured_queries if q["sql"].upper().startswith(WRITE_PREFIXES)
     ]
     assert written == []
-    assert len(ctx.captured_queries) <= 2
+    # The throttle's account lookup, the identity with its user, the groups.
+    assert len(ctx.captured_queries) <= 3
 
 
 def test_remote_group_changes_follow_at_next_login(
@@ -505,7 +509,7 @@ def test_admin_with_keyrunes_form_shows_the_outage(
 # ---------------------------------------------------------------------------- async
 
 
-def test_aauthenticate_and_aget_user(
+def test_aauthenticate_and_the_inherited_get_user(
     keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
 ) -> None:
     backend = KeyrunesBackend()
@@ -514,7 +518,10 @@ def test_aauthenticate_and_aget_user(
     )
     assert user is not None
     assert user.get_username() == keyrunes_user.username
-    again = async_to_sync(backend.aget_user)(user.pk)
+    # get_user is ModelBackend's own: no pass-through override.
+    assert "get_user" not in vars(KeyrunesBackend)
+    assert "aget_user" not in vars(KeyrunesBackend)
+    again = backend.get_user(user.pk)
     assert again is not None
     assert again.pk == user.pk
     assert backend.get_user(10_000) is None
@@ -607,6 +614,77 @@ def test_custom_user_model_suite() -> None:
     assert "skipped" not in output
 
 
+def _session_token_after_login(user: Any) -> str:
+    from django.contrib.auth import login
+    from django.contrib.sessions.backends.db import SessionStore
+
+    request = HttpRequest()
+    request.session = SessionStore()
+    login(request, user)
+    token = request.session[SESSION_TOKEN_KEY]
+    assert isinstance(token, str)
+    return token
+
+
+def test_authenticate_leaves_no_token_on_the_user(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    user = authenticate(username=keyrunes_user.username, password=keyrunes_user.password)
+    assert user is not None
+    pickled = pickle.dumps(user)
+    attributes = repr(vars(user))
+    # login() still gets the token into the session.
+    token = _session_token_after_login(user)
+    assert token.encode() not in pickled
+    assert token not in attributes
+    assert token not in repr(vars(user))
+    # Handed over once: a second login() of the same object has no token to give.
+    from django.contrib.auth import login
+    from django.contrib.sessions.backends.db import SessionStore
+
+    request = HttpRequest()
+    request.session = SessionStore()
+    login(request, user)
+    assert SESSION_TOKEN_KEY not in request.session
+
+
+def test_a_token_never_logged_in_is_dropped_with_the_user(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    from keyrunes_django import backends
+
+    gc.collect()
+    before = len(backends._pending_tokens)
+    user = authenticate(username=keyrunes_user.username, password=keyrunes_user.password)
+    assert user is not None
+    assert len(backends._pending_tokens) == before + 1
+    del user
+    gc.collect()
+    assert len(backends._pending_tokens) == before
+
+
+def test_drf_basic_authentication_leaves_no_token_behind(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    from keyrunes_django import backends
+
+    gc.collect()
+    before = len(backends._pending_tokens)
+    credentials = f"{keyrunes_user.username}:{keyrunes_user.password}".encode()
+    header = "Basic " + base64.b64encode(credentials).decode()
+    response = Client().get("/backend/drf-basic-whoami/", HTTP_AUTHORIZATION=header)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["username"] == keyrunes_user.username
+    # The user DRF got carried no token, and none waits once the request is over
+    # (the test client keeps the request, and so the user, on the response).
+    assert body["attributes"] == []
+    del response
+    gc.collect()
+    assert len(backends._pending_tokens) == before
+    assert keyrunes.requests_to("/api/login") == 1
+
+
 def test_logins_by_other_means_store_no_token(keyrunes: KeyrunesEmulator) -> None:
     client = Client()
     client.force_login(User.objects.create_user("localonly"), backend=None)
@@ -657,3 +735,22 @@ def test_mapping_settings_over_http(keyrunes: KeyrunesEmulator, settings: Any) -
     user = User.objects.get(pk=user.pk)
     assert user.email == remote.email
     assert user.last_name == remote.external_id
+
+
+def test_a_login_answer_with_a_token_that_is_not_a_jwt_is_an_outage(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    answer = get_client_login(keyrunes_user)
+    broken = answer.model_copy(update={"token": "not-a-jwt"})
+    request = HttpRequest()
+    assert KeyrunesBackend().user_from_auth_response(request, broken, login_name="x") is None
+    error = login_error(request)
+    assert error is not None
+    assert error.code == "service_unavailable"
+    assert not User.objects.filter(username=keyrunes_user.username).exists()
+
+
+def get_client_login(remote: EmulatedUser) -> AuthResponse:
+    from keyrunes_django.client import get_client
+
+    return get_client().login(remote.username, remote.password)

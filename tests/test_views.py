@@ -311,3 +311,112 @@ def test_templates_can_be_overridden(
     settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [str(tmp_path)]}]
     response = Client().get(FORGOT)
     assert response.content.startswith(b"custom forgot page")
+
+
+# ------------------------------------------------------------------ throttling
+
+
+def test_forgot_password_posts_for_one_address_are_throttled(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    client = Client()
+    responses = [
+        client.post(FORGOT, {"email": email})
+        for email in [keyrunes_user.email, keyrunes_user.email.upper()] * 15
+    ]
+    # LOGIN_THROTTLE_FAILURES (5) per address and window, whatever its case.
+    assert keyrunes.requests_to("/api/forgot-password", "POST") == 5
+    assert all(b"Check your email" in r.content for r in responses[:5])
+    refused = responses[-1]
+    assert refused.status_code == 200
+    assert refused.context["form"].has_error("__all__", "throttled")
+    assert b"Too many attempts" in refused.content
+
+
+def test_forgot_password_throttle_tells_nothing_about_the_address(
+    keyrunes: KeyrunesEmulator,
+) -> None:
+    client = Client()
+    for _ in range(8):
+        client.post(FORGOT, {"email": "nobody@example.com"})
+    # An unknown address is counted exactly like a known one.
+    assert keyrunes.requests_to("/api/forgot-password", "POST") == 5
+
+
+def test_forgot_password_posts_from_one_ip_are_throttled(
+    keyrunes: KeyrunesEmulator, settings: Any
+) -> None:
+    configure(settings, LOGIN_THROTTLE_IP_FAILURES=3)
+    client = Client(REMOTE_ADDR="192.0.2.44")
+    for i in range(10):
+        client.post(FORGOT, {"email": f"person{i}@example.com"})
+    assert keyrunes.requests_to("/api/forgot-password", "POST") == 3
+    # Another address from another IP is not affected.
+    Client(REMOTE_ADDR="192.0.2.45").post(FORGOT, {"email": "person0@example.com"})
+    assert keyrunes.requests_to("/api/forgot-password", "POST") == 4
+
+
+def test_forgot_password_outages_are_not_counted(
+    keyrunes: KeyrunesEmulator, settings: Any
+) -> None:
+    # The circuit breaker stays out of it: this is about the throttle's counting.
+    settings.KEYRUNES = {**settings.KEYRUNES, "BREAKER_FAILURES": 0}
+    keyrunes.faults.add("/api/forgot-password", status=503, times=6)
+    client = Client()
+    for _ in range(6):
+        client.post(FORGOT, {"email": "someone@example.com"})
+    response = client.post(FORGOT, {"email": "someone@example.com"})
+    assert b"Check your email" in response.content
+
+
+def test_wrong_current_passwords_are_throttled_with_the_login_budget(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    client = logged_in(keyrunes_user)
+    responses = [change(client, f"guess-{i}", "Brand-New-Pass-1") for i in range(30)]
+    assert keyrunes.requests_to("/api/user/change-password") == 5
+    refused = responses[-1].context["form"]
+    assert refused.has_error("__all__", "login_throttled")
+    # The account is out of attempts for logins too (the same password is being guessed).
+    logins = keyrunes.requests_to("/api/login")
+    assert not Client().login(username=keyrunes_user.username, password=keyrunes_user.password)
+    assert keyrunes.requests_to("/api/login") == logins
+
+
+def test_a_successful_change_clears_the_account_budget(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    client = logged_in(keyrunes_user)
+    for i in range(4):
+        change(client, f"guess-{i}", "Brand-New-Pass-1")
+    assert change(client, keyrunes_user.password, "Brand-New-Pass-1").status_code == 302
+    for i in range(4):
+        change(client, f"guess-again-{i}", "Another-Pass-1")
+    assert keyrunes.requests_to("/api/user/change-password") == 9
+
+
+def test_a_refused_new_password_does_not_count(
+    keyrunes: KeyrunesEmulator, keyrunes_user: EmulatedUser
+) -> None:
+    client = logged_in(keyrunes_user)
+    for _ in range(8):
+        response = change(client, keyrunes_user.password, "short")
+        assert "too short" in response.context["form"].errors["new_password1"][0]
+    assert keyrunes.requests_to("/api/user/change-password") == 8
+
+
+def test_the_change_form_needs_a_mirrored_user(keyrunes: KeyrunesEmulator) -> None:
+    from django.test import RequestFactory
+
+    from keyrunes_django.password_forms import KeyrunesPasswordChangeForm
+
+    request = RequestFactory().post(CHANGE)
+    request.user = User.objects.create_user("local-only")
+    request.session = {SESSION_TOKEN_KEY: "a-token"}  # type: ignore[assignment]
+    form = KeyrunesPasswordChangeForm(
+        request,
+        data={"old_password": "x", "new_password1": "Aaaaaaaa1", "new_password2": "Aaaaaaaa1"},
+    )
+    assert not form.is_valid()
+    assert form.has_error("__all__", "no_remote_identity")
+    assert keyrunes.requests_to("/api/user/change-password") == 0

@@ -8,7 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, JsonResponse
 from django.urls import URLPattern, URLResolver, path
-from rest_framework.authentication import SessionAuthentication
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -39,6 +39,19 @@ class DrfWhoAmI(APIView):
         return Response({"username": request.user.get_username()})
 
 
+class DrfBasicWhoAmI(APIView):
+    """DRF Basic auth: authenticate() without login(); shows what the user object carries."""
+
+    authentication_classes = [BasicAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request) -> Response:
+        keyrunes_attributes = sorted(name for name in vars(request.user) if "keyrunes" in name)
+        return Response(
+            {"username": request.user.get_username(), "attributes": keyrunes_attributes}
+        )
+
+
 urlpatterns: list[URLPattern | URLResolver] = [
     path(
         "backend/login/",
@@ -56,5 +69,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     path("backend/whoami/", whoami, name="backend-whoami"),
     path("backend/drf-whoami/", DrfWhoAmI.as_view(), name="backend-drf-whoami"),
+    path("backend/drf-basic-whoami/", DrfBasicWhoAmI.as_view(), name="backend-drf-basic-whoami"),
     path("backend-admin/", backend_admin_site.urls),
 ]
