@@ -177,6 +177,7 @@ def principal_from_dict(data: dict[str, Any]) -> OrganizationPrincipal:
 _ENCODERS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]] = {
     "token": (identity_to_dict, identity_from_dict),
     "orgkey": (principal_to_dict, principal_from_dict),
+    "confirm": (identity_to_dict, identity_from_dict),
 }
 
 
@@ -402,6 +403,20 @@ class SharedCache:
             if record is not None and key in keys:
                 found[keys[key]] = record
         return found
+
+    def set_values(self, values: dict[tuple[str, str], dict[str, Any]], timeout: float) -> None:
+        """Store several plain records in one round trip per thousand."""
+        sealed = {}
+        for (kind, name), value in values.items():
+            key = self.key(kind, name)
+            sealed[key] = self.seal(key, value)
+        items = list(sealed.items())
+        try:
+            for start in range(0, len(items), 1000):
+                chunk = dict(items[start : start + 1000])
+                self.backend.set_many(chunk, max(1, math.ceil(timeout)))
+        except Exception as exc:
+            self._failed("set", exc)
 
     def set_value(self, kind: str, name: str, value: dict[str, Any], timeout: float) -> None:
         """Store a plain record (sealed like every other) for ``timeout`` seconds."""

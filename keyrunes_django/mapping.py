@@ -455,14 +455,27 @@ class UserMapper:
             dirty.add("payload")
         return dirty
 
+    #: Sources of an identity that show Keyrunes itself knows the user now: a
+    #: login, an ``/api/me`` answer, the admin listing. A token's claims alone
+    #: do not: Keyrunes re-signs tokens of deleted users.
+    CONFIRMING_SOURCES: frozenset[str] = frozenset({"login", "remote", "sync"})
+
     def reactivation_changes(
-        self, record: KeyrunesIdentity, user: AbstractBaseUser
+        self,
+        record: KeyrunesIdentity,
+        user: AbstractBaseUser,
+        identity: VerifiedIdentity | None = None,
     ) -> tuple[set[str], set[str]]:
         """Reactivate, in memory, a user that a sync deactivated and Keyrunes knows again.
 
-        Returns the changed user fields and record fields, for the caller to save.
+        Only an identity Keyrunes confirmed (see :attr:`CONFIRMING_SOURCES`)
+        reactivates; ``None`` means the caller holds such a confirmation (the
+        admin listing). Returns the changed user fields and record fields, for
+        the caller to save.
         """
         if record.deactivated_at is None:
+            return set(), set()
+        if identity is not None and identity.source not in self.CONFIRMING_SOURCES:
             return set(), set()
         record.deactivated_at = None
         if user.is_active:
@@ -486,7 +499,9 @@ class UserMapper:
             record, created, changed = self._create_or_link(identity, fields, flags)
         user = record.user
         if not created:
-            user_dirty, record_dirty = self.reactivation_changes(record, user)
+            if record.deactivated_at is not None and identity.source not in self.CONFIRMING_SOURCES:
+                flags = {name: value for name, value in flags.items() if name != "is_active"}
+            user_dirty, record_dirty = self.reactivation_changes(record, user, identity)
             changed = self._update_user(user, identity, fields, flags, user_dirty) or changed
         changed = self._sync_groups(user, identity, plan) or changed
         if not created:

@@ -41,6 +41,7 @@ from keyrunes_django.exceptions import KeyrunesError, KeyrunesProtocolError, Mir
 from keyrunes_django.identity import VerifiedIdentity
 from keyrunes_django.mapping import LocalHolder, UserMapper, get_mapper, report_collision
 from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
+from keyrunes_django.revocation import Subject, revoke_subjects
 from keyrunes_django.schemas import AdminUser
 from keyrunes_django.schemas import Group as RemoteGroup
 
@@ -837,20 +838,26 @@ class _UserSync:
             "pk", "remote_user_id", "user_id", f"user__{self.login_field}"
         )
         gone = [
-            (pk, user_id, login)
+            (pk, remote_id, user_id, login)
             for pk, remote_id, user_id, login in rows.iterator(chunk_size=2000)
             if remote_id not in self.seen
         ]
         self.report.deactivated = len(gone)
-        for _pk, _uid, login in gone:
+        for _pk, _remote, _uid, login in gone:
             self.report.note(f"deactivate {login}")
         if self.report.dry_run:
             return
         size = bulk.in_batch_size(self.alias)
         for batch in bulk.chunked(gone, size):
             self.user_model._default_manager.using(self.alias).filter(
-                pk__in=[user_id for _pk, user_id, _login in batch]
+                pk__in=[user_id for _pk, _remote, user_id, _login in batch]
             ).update(is_active=False)
             KeyrunesIdentity.objects.using(self.alias).filter(
-                pk__in=[pk for pk, _uid, _login in batch]
+                pk__in=[pk for pk, _remote, _uid, _login in batch]
             ).update(deactivated_at=self.now)
+        # Their tokens end too, on every instance: deprovisioning must not wait
+        # for the tokens' expiry, nor be undone by them.
+        revoke_subjects(
+            [Subject(self.namespace, remote_id) for _pk, remote_id, _uid, _login in gone],
+            reason="deactivated_by_sync",
+        )

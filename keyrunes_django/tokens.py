@@ -249,6 +249,8 @@ class TokenAuthenticator:
         if memo is None or memo.identity != identity:
             try:
                 user = self.cache.flight.run("mirror:" + digest, lambda: self.mirror(identity))
+                if not getattr(user, "is_active", True) and identity.source == "token":
+                    user = self.reactivated(verified, user)
             except MirrorRefused as exc:
                 self.report_rejected(
                     InvalidToken(exc.message, reason=exc.reason), verified.credential, request
@@ -264,6 +266,30 @@ class TokenAuthenticator:
             self.report_rejected(err, verified.credential, request)
             raise err
         return user
+
+    def reactivated(self, verified: Verified, user: Any) -> Any:
+        """The user once Keyrunes confirms it, for an inactive user of a locally verified token.
+
+        A token's claims never reactivate a user a sync deactivated (Keyrunes
+        re-signs tokens of deleted users); ``/api/me`` for this token does. Its
+        answer is cached like a verification; while Keyrunes says no or cannot
+        be asked, the user stays inactive.
+        """
+        credential = verified.credential
+
+        def compute() -> tuple[VerifiedIdentity, float | None]:
+            identity = verify_token(credential.text, mode="remote")
+            expires = identity.expires_at
+            return identity, expires.timestamp() if expires is not None else None
+
+        try:
+            entry = self.cache.lookup("confirm", credential.digest, compute, shared=True)
+        except KeyrunesUnavailable:
+            return user
+        if not isinstance(entry.value, VerifiedIdentity):
+            return user
+        confirmed = entry.value
+        return self.cache.flight.run("mirror:" + credential.digest, lambda: self.mirror(confirmed))
 
     def mirror(self, identity: VerifiedIdentity) -> Any:
         """The user for an identity: mirrored through the configured mapper, or

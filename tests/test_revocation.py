@@ -15,6 +15,7 @@ from django.urls import path
 
 from keyrunes_django import revocation, signals, tokens
 from keyrunes_django.conf import clock
+from keyrunes_django.identity import VerifiedIdentity
 from keyrunes_django.models import TokenRevocation
 from keyrunes_django.sessions import SESSION_TOKEN_KEY
 
@@ -302,3 +303,76 @@ class TestSessions:
         later.advance(31)  # past the back-off
         assert client.get("/whoami/").json()["user"] == keyrunes_user.username
         assert client.session[SESSION_TOKEN_KEY]
+
+
+class TestDeprovisioning:
+    """A user a sync deactivated stays out until Keyrunes itself confirms the user."""
+
+    def _deactivate_by_sync(self, kr: Any, keep: list[Any]) -> None:
+        from keyrunes_django.sync import sync_users
+
+        listing = [
+            VerifiedIdentity(
+                user_id=u.user_id,
+                username=u.username,
+                email=u.email,
+                namespace=u.namespace,
+                organization_id=u.organization_id,
+                groups=tuple(u.groups),
+                source="sync",
+            )
+            for u in keep
+        ]
+        sync_users(
+            listing,
+            namespace="public",
+            organization_id=1,
+            deactivate_missing=True,
+            max_shrink=None,
+        )
+
+    def test_old_and_resigned_tokens_of_a_deleted_user_stay_refused(
+        self, kr: Any, client: Client, keyrunes_user: Any, later: Clock
+    ) -> None:
+        other = kr.create_user()
+        old = kr.issue_token(keyrunes_user, issued_at=int(time.time()) - 60)
+        assert bearer(client, old).status_code == 200
+        kr.delete_user(kr.get_user(keyrunes_user.user_id))
+        self._deactivate_by_sync(kr, [other])
+        local = get_user_model().objects.get(username=keyrunes_user.username)
+        assert not local.is_active
+        assert TokenRevocation.objects.get(remote_user_id=keyrunes_user.user_id).reason == (
+            "deactivated_by_sync"
+        )
+        later.advance(3)
+        assert bearer(client, old).json()["reason"] == "revoked"
+        # Keyrunes re-signs tokens of deleted users: a fresh one still gets nowhere.
+        resigned = kr.issue_token(keyrunes_user, issued_at=int(time.time()) + 5)
+        response = bearer(client, resigned)
+        assert response.status_code == 401
+        assert response.json()["reason"] == "user_inactive"
+        local.refresh_from_db()
+        assert not local.is_active
+
+    def test_keyrunes_confirming_the_user_reactivates_it(
+        self, kr: Any, client: Client, keyrunes_user: Any
+    ) -> None:
+        other = kr.create_user()
+        assert bearer(client, kr.issue_token(keyrunes_user)).status_code == 200
+        self._deactivate_by_sync(kr, [other])  # listed by mistake as gone
+        assert not get_user_model().objects.get(username=keyrunes_user.username).is_active
+        fresh = kr.issue_token(keyrunes_user, issued_at=int(time.time()) + 5)
+        calls = kr.requests_to("/api/me")
+        assert bearer(client, fresh).json()["user"] == keyrunes_user.username
+        assert kr.requests_to("/api/me") == calls + 1  # confirmed by Keyrunes, once
+        assert get_user_model().objects.get(username=keyrunes_user.username).is_active
+
+    def test_a_user_deactivated_by_hand_stays_inactive(
+        self, kr: Any, client: Client, keyrunes_user: Any
+    ) -> None:
+        token = kr.issue_token(keyrunes_user)
+        assert bearer(client, token).status_code == 200
+        get_user_model().objects.filter(username=keyrunes_user.username).update(is_active=False)
+        tokens.reset_authenticator()
+        response = bearer(client, kr.issue_token(keyrunes_user, issued_at=int(time.time()) + 5))
+        assert response.json()["reason"] == "user_inactive"
