@@ -43,7 +43,10 @@ if TYPE_CHECKING:
 __all__ = [
     "Subject",
     "deny_token",
+    "end_other_sessions",
+    "end_sessions_after_reset",
     "is_revoked",
+    "remember_reset_request",
     "revoke_subjects",
     "revoke_user_tokens",
     "subject_of",
@@ -248,3 +251,100 @@ def connect_receivers() -> None:
     from django.contrib.auth.signals import user_logged_out
 
     user_logged_out.connect(_on_user_logged_out, dispatch_uid="keyrunes_django.revocation")
+
+
+def end_other_sessions(request: HttpRequest | None, user: Any, *, reason: str) -> None:
+    """After a password change or reset: the user's older tokens and other sessions end.
+
+    Tokens issued before now are refused (:func:`revoke_user_tokens`), and every
+    Django session of the user is invalidated by rotating the session hash Django
+    derives from the (unusable) password field. When ``request`` is the user's
+    own signed-in session it stays signed in, with a fresh Keyrunes token.
+    """
+    from django.contrib.auth import update_session_auth_hash
+
+    revoke_user_tokens(user, reason=reason, request=request)
+    if user.has_usable_password():
+        return  # a local password: Django's own change already rotated the hash
+    user.set_unusable_password()
+    user.save(update_fields=["password"])
+    if request is not None and getattr(getattr(request, "user", None), "pk", None) == user.pk:
+        update_session_auth_hash(request, user)
+        _renew_session_token(request)
+
+
+def _renew_session_token(request: HttpRequest) -> None:
+    """Replace the session's token (issued before the not-before) with a fresh one."""
+    from keyrunes_django.client import get_client
+    from keyrunes_django.exceptions import KeyrunesError
+    from keyrunes_django.sessions import get_session_token, store_session_token
+
+    token = get_session_token(request)
+    if token is None:
+        return
+    try:
+        fresh = get_client().refresh_token(token, body_token=token).token
+    except KeyrunesError:
+        return  # the session ends at its next revocation check; the user signs in again
+    exp = token_expiry(fresh) or clock.now() + FALLBACK_TOKEN_LIFETIME
+    store_session_token(request, fresh, datetime.fromtimestamp(exp, tz=timezone.utc))
+
+
+#: Where a forgot-password request remembers whose reset it started.
+RESET_SESSION_KEY = "_keyrunes_reset_email"
+#: How long a reset link may be used (the server's lifetime of a reset token).
+RESET_LIFETIME = 86_400
+
+
+def remember_reset_request(request: HttpRequest, email: str, reset_token: str | None) -> None:
+    """Note whose reset a forgot-password request started (see :func:`end_sessions_after_reset`).
+
+    Keyrunes' reset answer does not name the user, so the email typed here is
+    kept in this browser's session and, when the server hands out the reset
+    token, under a keyed hash of that token in the cache.
+    """
+    from django.core.cache import caches
+
+    from keyrunes_django.audit import keyed_hash
+
+    if hasattr(request, "session"):
+        request.session[RESET_SESSION_KEY] = email
+    if reset_token:
+        key = "keyrunes:reset:" + keyed_hash(reset_token, purpose=RESET_SESSION_KEY)
+        caches[str(keyrunes_settings.CACHE_ALIAS)].set(key, email, RESET_LIFETIME)
+
+
+def end_sessions_after_reset(request: HttpRequest, reset_token: str) -> bool:
+    """After a successful reset: end the user's tokens and sessions, when the user is known.
+
+    True when the user could be identified (the forgot-password request went
+    through this app, in this browser or with the token handed back by Keyrunes).
+    """
+    from django.core.cache import caches
+
+    from keyrunes_django.audit import keyed_hash
+    from keyrunes_django.models import KeyrunesIdentity
+    from keyrunes_django.tenancy import namespace
+    from keyrunes_django.throttling import remote_account_id
+
+    key = "keyrunes:reset:" + keyed_hash(reset_token, purpose=RESET_SESSION_KEY)
+    email = caches[str(keyrunes_settings.CACHE_ALIAS)].get(key)
+    session = getattr(request, "session", None)
+    if email is None and session is not None:
+        email = session.get(RESET_SESSION_KEY)
+    if session is not None:
+        session.pop(RESET_SESSION_KEY, None)
+    if not isinstance(email, str):
+        return False
+    remote_id = remote_account_id(email, namespace())
+    record = (
+        KeyrunesIdentity.objects.select_related("user")
+        .filter(namespace=namespace(), remote_user_id=remote_id)
+        .first()
+        if remote_id is not None
+        else None
+    )
+    if record is None:
+        return False
+    end_other_sessions(None, record.user, reason="password_reset")
+    return True

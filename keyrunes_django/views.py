@@ -43,6 +43,11 @@ from keyrunes_django.password_forms import (
     KeyrunesPasswordForgotForm,
     KeyrunesPasswordResetForm,
 )
+from keyrunes_django.revocation import (
+    end_other_sessions,
+    end_sessions_after_reset,
+    remember_reset_request,
+)
 
 __all__ = [
     "PasswordChangeDoneView",
@@ -105,6 +110,7 @@ class PasswordChangeView(View):
     def post(self, request: HttpRequest) -> HttpResponse:
         form = self.form_class(request, data=request.POST)
         if form.is_valid():
+            end_other_sessions(request, request.user, reason="password_change")
             return HttpResponseRedirect(self.success_url())
         return self.render(request, form)
 
@@ -142,6 +148,7 @@ class PasswordForgotView(View):
             return render(request, self.template_name, {"form": form, "title": "Forgot"})
         demo_reset_url = None
         token = form.reset_token
+        remember_reset_request(request, form.cleaned_data["email"], token)
         if token and keyrunes_settings.SHOW_RESET_LINK:
             demo_reset_url = (
                 reverse("keyrunes_django:password_reset") + f"?{RESET_TOKEN_PARAM}={token}"
@@ -168,6 +175,7 @@ class PasswordResetView(View):
     def post(self, request: HttpRequest) -> HttpResponse:
         form = self.form_class(data=request.POST)
         if form.is_valid():
+            end_sessions_after_reset(request, form.cleaned_data["token"])
             return HttpResponseRedirect(reverse("keyrunes_django:password_reset_complete"))
         return self.render(request, form, missing_token=False)
 

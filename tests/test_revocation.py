@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.http import HttpRequest, JsonResponse
 from django.test import Client
-from django.urls import path
+from django.urls import include, path
 
 from keyrunes_django import revocation, signals, tokens
 from keyrunes_django.conf import clock
@@ -34,7 +34,7 @@ def whoami(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"user": user.get_username() if user.is_authenticated else None})
 
 
-urlpatterns = [path("whoami/", whoami)]
+urlpatterns = [path("whoami/", whoami), path("account/", include("keyrunes_django.urls"))]
 
 
 @pytest.fixture(autouse=True)
@@ -376,3 +376,51 @@ class TestDeprovisioning:
         tokens.reset_authenticator()
         response = bearer(client, kr.issue_token(keyrunes_user, issued_at=int(time.time()) + 5))
         assert response.json()["reason"] == "user_inactive"
+
+
+class TestPasswordChanges:
+    """A password change or reset through this app's views ends the other sessions and tokens."""
+
+    def test_change_ends_other_sessions_and_older_tokens_but_keeps_this_one(
+        self, kr: Any, keyrunes_user: Any, later: Clock
+    ) -> None:
+        here, elsewhere = Client(), Client()
+        for client in (here, elsewhere):
+            assert client.login(username=keyrunes_user.username, password=keyrunes_user.password)
+        old = kr.issue_token(keyrunes_user, issued_at=int(time.time()) - 60)
+        assert bearer(Client(), old).status_code == 200
+        response = here.post(
+            "/account/password/change/",
+            {
+                "old_password": keyrunes_user.password,
+                "new_password1": "Brand-New-Pass-9",
+                "new_password2": "Brand-New-Pass-9",
+            },
+        )
+        assert response.status_code == 302
+        later.advance(3)
+        assert here.get("/whoami/").json()["user"] == keyrunes_user.username
+        assert elsewhere.get("/whoami/").json()["user"] is None
+        assert bearer(Client(), old).json()["reason"] == "revoked"
+        record = TokenRevocation.objects.get(remote_user_id=keyrunes_user.user_id)
+        assert record.reason == "password_change"
+
+    def test_reset_through_this_app_ends_every_session(
+        self, kr: Any, keyrunes_user: Any, settings: Any, later: Clock
+    ) -> None:
+        settings.KEYRUNES = {**settings.KEYRUNES, "SHOW_RESET_LINK": True}
+        signed_in = Client()
+        assert signed_in.login(username=keyrunes_user.username, password=keyrunes_user.password)
+        later.advance(1.5)
+        browser = Client()  # another browser: the token handed back by Keyrunes identifies the user
+        done = browser.post("/account/password/forgot/", {"email": keyrunes_user.email})
+        reset_url = done.context["demo_reset_url"]
+        token = reset_url.split("=", 1)[1]
+        reset = Client().post(
+            "/account/password/reset/",
+            {"token": token, "new_password1": "Reset-Pass-9", "new_password2": "Reset-Pass-9"},
+        )
+        assert reset.status_code == 302
+        later.advance(3)
+        assert signed_in.get("/whoami/").json()["user"] is None
+        assert TokenRevocation.objects.get().reason == "password_reset"
