@@ -511,8 +511,12 @@ class VerificationCache:
         shared: bool,
         shared_first: bool = False,
         on_stale: Callable[[KeyrunesUnavailable], None] | None = None,
+        on_hit: Callable[[str], None] | None = None,
     ) -> CacheEntry:
         """The cached outcome for a credential, computing it on a miss.
+
+        ``on_hit`` is told where a cached answer came from: ``"process"``,
+        ``"shared"`` or ``"stale"``.
 
         With ``shared_first`` a fresh per-process entry counts only while the
         shared cache still holds the credential's record: deleting that record
@@ -526,6 +530,8 @@ class VerificationCache:
         at = clock.now()
         entry = self.local.get(key)
         if entry is not None and entry.is_fresh(at) and not shared_first:
+            if on_hit is not None:
+                on_hit("process")
             return entry
         stale = entry if entry is not None and entry.is_usable_stale(at) else None
         if shared:
@@ -533,12 +539,16 @@ class VerificationCache:
             if remote is not None:
                 if remote.is_fresh(at):
                     self.local.set(key, remote)
+                    if on_hit is not None:
+                        on_hit("shared")
                     return remote
                 newer = stale is None or remote.stored_at > stale.stored_at
                 if remote.is_usable_stale(at) and newer:
                     stale = remote
             if stale is not None and not shared_first:
                 self._revalidate(kind, digest, compute, stale, on_stale)
+                if on_hit is not None:
+                    on_hit("stale")
                 return stale
         try:
             return self.flight.run(key, lambda: self._refresh(kind, digest, compute, shared, at))
@@ -547,6 +557,8 @@ class VerificationCache:
                 raise
             if on_stale is not None:
                 on_stale(exc)
+            if on_hit is not None:
+                on_hit("stale")
             return self._serve_stale(key, stale)
 
     def _revalidate(

@@ -64,6 +64,7 @@ import io
 import json as jsonlib
 import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -81,7 +82,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from requests.adapters import HTTPAdapter
 
-from keyrunes_django import __version__
+from keyrunes_django import __version__, signals
 from keyrunes_django.breaker import CLOSED, CircuitBreaker, get_breaker, reset_breaker
 from keyrunes_django.exceptions import (
     AuthenticationFailed,
@@ -486,6 +487,32 @@ class _Call:
         )
 
 
+_ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+def operation_name(path: str) -> str:
+    """A route's short, bounded name for metrics: ``/api/admin/users/7`` -> ``admin/users/{id}``."""
+    name = path.split("?", 1)[0]
+    name = name[len("/api/") :] if name.startswith("/api/") else name.lstrip("/")
+    return _ID_SEGMENT.sub("/{id}", "/" + name)[1:] or "root"
+
+
+def _report_call(path: str, status: int | None, started: float) -> None:
+    if status is None or status >= 500:
+        outcome = "error"
+    elif status >= 400:
+        outcome = "refused"
+    else:
+        outcome = "ok"
+    signals.remote_call.send(
+        sender=KeyrunesClient,
+        operation=operation_name(path),
+        outcome=outcome,
+        status_code=status,
+        duration=time.monotonic() - started,
+    )
+
+
 class KeyrunesClient:
     """A thread-safe client for one Keyrunes server.
 
@@ -750,8 +777,10 @@ class KeyrunesClient:
                 stream=True,
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
+            _report_call(call.path, None, started)
             raise _Outage(self._transport_error(call, exc), None) from exc
         except requests.RequestException as exc:
+            _report_call(call.path, None, started)
             raise KeyrunesProtocolError(
                 f"Request to Keyrunes failed: {type(exc).__name__}"
             ) from exc
@@ -765,6 +794,7 @@ class KeyrunesClient:
             "Keyrunes %s %s -> %d in %.0fms",
             call.method, call.path, response.status_code, (time.monotonic() - started) * 1000,
         )  # fmt: skip
+        _report_call(call.path, response.status_code, started)
         return response
 
     @staticmethod

@@ -85,6 +85,8 @@ logger = logging.getLogger("keyrunes_django.auth")
 CredentialKind = Literal["token", "orgkey"]
 _KIND_NAMES = {"token": "token", "orgkey": "organization key"}
 _SCHEMES = {"token": "Bearer", "orgkey": "OrganizationKey"}
+_METRIC_KINDS = {"token": "token", "orgkey": "organization_key"}
+_HIT_SOURCES = {"process": "process_cache", "shared": "shared_cache", "stale": "stale"}
 ORG_KEY_META = "HTTP_X_ORGANIZATION_KEY"
 
 
@@ -328,6 +330,10 @@ class TokenAuthenticator:
             return None
         if not getattr(memo.result.user, "is_active", True):
             return None
+        signals.cache_hit.send(sender=TokenAuthenticator, kind="token", layer="process")
+        signals.credential_verified.send(
+            sender=TokenAuthenticator, kind="token", source="process_cache", request=None
+        )
         return memo.result
 
     def read_token(self, request: HttpRequest) -> Credential | None:
@@ -400,18 +406,31 @@ class TokenAuthenticator:
         request: HttpRequest | None,
     ) -> CacheEntry:
         operation = "verify_token" if credential.kind == "token" else "verify_org_key"
+        kind = _METRIC_KINDS[credential.kind]
+        remote = credential.kind != "token" or self.mode != "local"
+        source = ["remote" if remote else "local"]
 
         def stale(error: KeyrunesUnavailable) -> None:
             self.report_outage(error, operation, request, served_stale=True)
+
+        def hit(layer: str) -> None:
+            source[0] = _HIT_SOURCES[layer]
+            if layer != "stale":
+                signals.cache_hit.send(sender=TokenAuthenticator, kind=kind, layer=layer)
+
+        def counted() -> Any:
+            signals.cache_miss.send(sender=TokenAuthenticator, kind=kind)
+            return compute()
 
         try:
             entry = self.cache.lookup(
                 credential.kind,
                 credential.digest,
-                compute,
+                counted,
                 shared=shared,
                 shared_first=shared_first,
                 on_stale=stale,
+                on_hit=hit,
             )
             entry.raise_if_refused()
         except InvalidToken as err:
@@ -420,6 +439,9 @@ class TokenAuthenticator:
         except KeyrunesUnavailable as exc:
             self.report_outage(exc, operation, request, served_stale=False)
             raise
+        signals.credential_verified.send(
+            sender=TokenAuthenticator, kind=kind, source=source[0], request=request
+        )
         return entry
 
     def _report_unparsed(
