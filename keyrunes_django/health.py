@@ -112,12 +112,10 @@ def check_cache() -> Check:
     }
 
 
-def breaker_state() -> str | None:
-    """The circuit breaker's state (``closed``/``open``/``half_open``), or None without one."""
-    try:
-        from keyrunes_django.breaker import get_breaker  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
+def breaker_state() -> str:
+    """The circuit breaker's state (``closed``/``open``/``half_open``)."""
+    from keyrunes_django.breaker import get_breaker
+
     try:
         return str(get_breaker().state)
     except Exception as exc:  # reporting must not break the probe
@@ -133,9 +131,7 @@ def readiness() -> tuple[bool, dict[str, Any]]:
     """
     checks: dict[str, Any] = {"keyrunes": check_keyrunes(), "cache": check_cache()}
     ready = all(check["ok"] for check in checks.values())
-    state = breaker_state()
-    if state is not None:
-        checks["breaker"] = {"state": state}
+    checks["breaker"] = {"state": breaker_state()}
     return ready, {"status": "ok" if ready else "unavailable", "checks": checks}
 
 
