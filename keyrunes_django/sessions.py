@@ -11,7 +11,7 @@ session engine. The token is never logged.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from django.contrib.auth import logout
 from django.http import HttpRequest
@@ -28,12 +28,10 @@ __all__ = [
     "SESSION_PASSWORD_CHANGE_KEY",
     "SESSION_TOKEN_EXPIRY_KEY",
     "SESSION_TOKEN_KEY",
-    "clear_session_token",
     "get_session_token",
     "get_session_token_expiry",
     "password_change_required",
     "refresh_session_token",
-    "session_token_expires_within",
     "set_password_change_required",
     "store_session_token",
 ]
@@ -75,28 +73,6 @@ def get_session_token_expiry(request: HttpRequest) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return datetime.fromtimestamp(value, tz=timezone.utc)
-
-
-def session_token_expires_within(request: HttpRequest, seconds: float) -> bool:
-    """True if there is no usable token or it expires within ``seconds`` from now."""
-    expiry = get_session_token_expiry(request)
-    if expiry is None:
-        return True
-    return expiry.timestamp() <= clock.now() + timedelta(seconds=seconds).total_seconds()
-
-
-def clear_session_token(request: HttpRequest) -> None:
-    """Forget the stored token (and the password-change flag)."""
-    session = getattr(request, "session", None)
-    if session is None:
-        return
-    for key in (
-        SESSION_TOKEN_KEY,
-        SESSION_TOKEN_EXPIRY_KEY,
-        SESSION_CHECKED_KEY,
-        SESSION_PASSWORD_CHANGE_KEY,
-    ):
-        session.pop(key, None)
 
 
 def set_password_change_required(request: HttpRequest, required: bool) -> None:

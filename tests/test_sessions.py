@@ -51,12 +51,10 @@ def test_missing_values() -> None:
     request = make_request()
     assert sessions.get_session_token(request) is None
     assert sessions.get_session_token_expiry(request) is None
-    assert sessions.session_token_expires_within(request, 60)
     no_session = make_request(with_session=False)
     assert sessions.get_session_token(no_session) is None
     assert sessions.get_session_token_expiry(no_session) is None
     assert not sessions.password_change_required(no_session)
-    sessions.clear_session_token(no_session)  # no session: nothing to do, no error
 
 
 def test_garbage_expiry_reads_as_none() -> None:
@@ -66,26 +64,6 @@ def test_garbage_expiry_reads_as_none() -> None:
     assert sessions.get_session_token_expiry(request) is None
     request.session[sessions.SESSION_TOKEN_EXPIRY_KEY] = True
     assert sessions.get_session_token_expiry(request) is None
-
-
-def test_expires_within() -> None:
-    request = make_request()
-    sessions.store_session_token(
-        request, "abc", datetime.now(tz=timezone.utc) + timedelta(seconds=120)
-    )
-    assert sessions.session_token_expires_within(request, 300)
-    assert not sessions.session_token_expires_within(request, 60)
-
-
-def test_clear_removes_token_expiry_and_flag() -> None:
-    request = make_request()
-    sessions.store_session_token(request, "abc", datetime.now(tz=timezone.utc))
-    sessions.set_password_change_required(request, True)
-    assert sessions.password_change_required(request)
-    sessions.clear_session_token(request)
-    assert sessions.get_session_token(request) is None
-    assert not sessions.password_change_required(request)
-    assert dict(request.session) == {}
 
 
 def test_password_change_flag_can_be_unset() -> None:
