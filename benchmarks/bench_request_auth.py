@@ -232,6 +232,13 @@ def main() -> int:
         cold_headers = ["Bearer " + fresh_token(i) for i in range(args.cold)]
         cold = timed_batch(keyrunes_view, lambda i: header_request(cold_headers[i]), args.cold)
 
+        # Cold, local mode: a returning (already mirrored) user's new token.
+        use(local_state)
+        local_cold_headers = ["Bearer " + fresh_token(i) for i in range(args.cold)]
+        cold_local = timed_batch(
+            keyrunes_view, lambda i: header_request(local_cold_headers[i]), args.cold
+        )
+
         # Remote calls per 10,000 requests over 100 distinct tokens.
         def count_calls(threads: int) -> int:
             state = TokenAuthenticator()
@@ -337,8 +344,10 @@ def main() -> int:
         for name, values in samples.items()
     }
     ratios["cold"] = cold / base_cost
+    ratios["cold local"] = cold_local / base_cost
     rows = [(name, medians[name], ratios[name]) for name in variants]
-    rows.insert(3, ("keyrunes remote mode (cold, 1st request)", cold, ratios["cold"]))
+    rows.insert(2, ("keyrunes local mode (cold, returning user)", cold_local, ratios["cold local"]))
+    rows.insert(4, ("keyrunes remote mode (cold, 1st request)", cold, ratios["cold"]))
     print()
     print(f"Per-request cost, median of {args.rounds} interleaved rounds x {args.batch} requests")
     print(f"(cold: {args.cold} first requests; Python {sys.version.split()[0]})")
@@ -369,6 +378,7 @@ def main() -> int:
         warm = ratios[f"keyrunes {mode} mode (warm)"]
         targets.append((f"keyrunes {mode} warm <= 1.10x unauthenticated", warm, 1.10))
         targets.append((f"keyrunes {mode} warm <= 0.5x simplejwt", warm / jwt_ratio, 0.5))
+    targets.append(("keyrunes local cold (returning user) <= 3x", ratios["cold local"], 3.0))
     checks = [
         (name, f"{value:.2f}x (limit {limit}x)", value <= limit) for name, value, limit in targets
     ]
