@@ -78,6 +78,7 @@ def _build(registry: CollectorRegistry | None) -> _Metrics:
     from prometheus_client import REGISTRY, Counter, Histogram
 
     reg = registry if registry is not None else REGISTRY
+    reg.register(WarmAnswersCollector())
     return _Metrics(
         verifications=Counter(
             "keyrunes_verifications",
@@ -116,6 +117,26 @@ def _build(registry: CollectorRegistry | None) -> _Metrics:
             "keyrunes_refusals", "Refused tokens and organization keys.", ["reason"], registry=reg
         ),
     )
+
+
+class WarmAnswersCollector:
+    """``keyrunes_warm_answers_total``: bearer requests answered from process memory.
+
+    Read from :func:`keyrunes_django.tokens.warm_answers` at scrape time; these
+    answers send no signal (one per request would cost more than the answer).
+    """
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        from keyrunes_django.tokens import warm_answers
+
+        family = CounterMetricFamily(
+            "keyrunes_warm_answers",
+            "Bearer requests answered from this process's memory, with no I/O.",
+        )
+        family.add_metric([], warm_answers())
+        yield family
 
 
 def _on_verified(*, kind: Any = None, source: Any = None, **kwargs: Any) -> None:

@@ -32,6 +32,7 @@ raises :class:`~keyrunes_django.exceptions.KeyrunesUnavailable`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ __all__ = [
     "authenticate_token_user",
     "forget_organization_key",
     "get_authenticator",
+    "warm_answers",
 ]
 
 logger = logging.getLogger("keyrunes_django.auth")
@@ -330,10 +332,7 @@ class TokenAuthenticator:
             return None
         if not getattr(memo.result.user, "is_active", True):
             return None
-        signals.cache_hit.send(sender=TokenAuthenticator, kind="token", layer="process")
-        signals.credential_verified.send(
-            sender=TokenAuthenticator, kind="token", source="process_cache", request=None
-        )
+        _count_warm_answer()
         return memo.result
 
     def read_token(self, request: HttpRequest) -> Credential | None:
@@ -527,6 +526,22 @@ class TokenAuthenticator:
         digest = credential_hash(text)
         self.cache.forget(kind, digest)
         self.users.delete(digest)
+
+
+# Warm answers are counted, not signalled: a signal per warm request would cost
+# more than the answer itself. Metrics read the count when they are scraped.
+_warm_counter = itertools.count(1)
+_warm_answers = 0
+
+
+def _count_warm_answer() -> None:
+    global _warm_answers
+    _warm_answers = next(_warm_counter)  # next() on a count is atomic
+
+
+def warm_answers() -> int:
+    """How many bearer requests this process answered from its memory alone, so far."""
+    return _warm_answers
 
 
 _authenticator: TokenAuthenticator | None = None
