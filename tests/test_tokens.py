@@ -16,6 +16,7 @@ import jwt
 import pytest
 from django.test import RequestFactory
 
+from keyrunes_django import tokens
 from keyrunes_django.cache import credential_hash
 from keyrunes_django.claims import ParsedToken
 from keyrunes_django.exceptions import InvalidToken, KeyrunesUnavailable, MirrorRefused
@@ -380,3 +381,49 @@ class TestOrganizationKeyFunction:
         assert info.value.reason == "organization_unknown"
         assert info.value.scheme == "OrganizationKey"
         assert rejections[0]["reason"] == "organization_unknown"
+
+
+class TestReturningUser:
+    """A returning user's new token costs one read query and no writes."""
+
+    def test_new_token_same_claims_one_read(
+        self, keyrunes: Any, keyrunes_user: Any, settings: Any
+    ) -> None:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        settings.KEYRUNES = {**settings.KEYRUNES, "VERIFICATION_MODE": "local"}
+        first = keyrunes.issue_token(keyrunes_user, issued_at=int(time.time()) - 100)
+        tokens.authenticate_token_user(first)
+        second = keyrunes.issue_token(keyrunes_user, issued_at=int(time.time()) - 50)
+        with CaptureQueriesContext(connection) as queries:
+            user, _ = tokens.authenticate_token_user(second)
+        assert user.get_username() == keyrunes_user.username
+        assert len(queries.captured_queries) == 1
+        assert queries.captured_queries[0]["sql"].startswith("SELECT")
+
+    def test_changed_claims_are_mirrored(
+        self, keyrunes: Any, keyrunes_user: Any, settings: Any
+    ) -> None:
+        settings.KEYRUNES = {**settings.KEYRUNES, "VERIFICATION_MODE": "local"}
+        tokens.authenticate_token_user(keyrunes.issue_token(keyrunes_user))
+        keyrunes.create_group("editors")
+        keyrunes.add_to_group(keyrunes.get_user(keyrunes_user.user_id), "editors")
+        user, _ = tokens.authenticate_token_user(
+            keyrunes.issue_token(keyrunes_user, issued_at=int(time.time()) + 1)
+        )
+        assert user.groups.filter(name="editors").exists()
+
+    def test_a_row_changed_locally_is_read_fresh(
+        self, keyrunes: Any, keyrunes_user: Any, settings: Any
+    ) -> None:
+        from django.contrib.auth import get_user_model
+
+        settings.KEYRUNES = {**settings.KEYRUNES, "VERIFICATION_MODE": "local"}
+        tokens.authenticate_token_user(keyrunes.issue_token(keyrunes_user))
+        get_user_model().objects.filter(username=keyrunes_user.username).update(is_active=False)
+        with pytest.raises(InvalidToken) as refused:
+            tokens.authenticate_token_user(
+                keyrunes.issue_token(keyrunes_user, issued_at=int(time.time()) + 1)
+            )
+        assert refused.value.reason == "user_inactive"
