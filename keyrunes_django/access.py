@@ -37,6 +37,8 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.cache import caches
 from django.core.exceptions import FieldError, ObjectDoesNotExist, PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
+from django.utils.functional import lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from keyrunes_django.claims import unverified_claims
 from keyrunes_django.conf import keyrunes_settings
@@ -403,7 +405,13 @@ def is_organization(request_or_user: Any, organization_id: int | None = None) ->
 
 # ------------------------------------------------------------------ refusals
 
-NOT_AUTHENTICATED = "Authentication credentials were not provided."
+
+def _lazy_text(build: Callable[..., str]) -> Callable[..., str]:
+    # Refusal texts may be built at import time (a DRF permission's message).
+    return lazy(build, str)
+
+
+NOT_AUTHENTICATED = gettext_lazy("Authentication credentials were not provided.")
 
 #: Extra placeholders for a resource template: a mapping, or a callable of the
 #: request returning one.
@@ -430,7 +438,9 @@ def check_login(request: Any, *, allow_organization: bool = False) -> Refusal | 
     if is_authenticated(request, allow_organization=allow_organization):
         return None
     if isinstance(get_identity(request), OrganizationPrincipal):
-        return Refusal(False, "Organization keys are not accepted here; sign in as a user.")
+        return Refusal(
+            False, gettext("Organization keys are not accepted here; sign in as a user.")
+        )
     return Refusal(True, NOT_AUTHENTICATED)
 
 
@@ -446,13 +456,20 @@ def check_groups(
     return Refusal(False, groups_message(groups, all_groups=all_groups))
 
 
+def _groups_text(groups: tuple[str, ...], all_groups: bool) -> str:
+    if all_groups:
+        text = gettext("Membership in all of the groups %(groups)s is required.")
+    else:
+        text = gettext("Membership in one of the groups %(groups)s is required.")
+    return text % {"groups": ", ".join(groups)}
+
+
 def groups_message(groups: tuple[str, ...], *, all_groups: bool = False) -> str:
-    """The refusal text of a group check."""
-    quantifier = "all" if all_groups else "one"
-    return f"Membership in {quantifier} of the groups {', '.join(groups)} is required."
+    """The refusal text of a group check (lazy: in the language active when shown)."""
+    return _lazy_text(_groups_text)(tuple(groups), all_groups)
 
 
-ADMIN_REQUIRED = "Keyrunes administrator access is required."
+ADMIN_REQUIRED = gettext_lazy("Keyrunes administrator access is required.")
 
 
 def check_admin(request: Any) -> Refusal | None:
@@ -465,9 +482,14 @@ def check_admin(request: Any) -> Refusal | None:
     return Refusal(False, ADMIN_REQUIRED)
 
 
+def _permission_text(resource: str, action: str) -> str:
+    text = gettext("Permission %(action)s on %(resource)s is required.")
+    return text % {"action": repr(action), "resource": repr(resource)}
+
+
 def permission_message(resource: str, action: str) -> str:
-    """The refusal text of a policy check."""
-    return f"Permission {action!r} on {resource!r} is required."
+    """The refusal text of a policy check (lazy: in the language active when shown)."""
+    return _lazy_text(_permission_text)(resource, action)
 
 
 def check_permission(

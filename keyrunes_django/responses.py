@@ -8,7 +8,9 @@ or HTML decides; otherwise a credential header or an API path means JSON). A
 reason, e.g.
 ``Bearer realm="keyrunes", error="invalid_token", error_description="The token has expired."``.
 Descriptions are our own fixed texts, never echoes of the credential or of
-the server's error body.
+the server's error body. They arrive in English (or lazily translated) and the
+body's ``detail`` is given in the active language; the ``reason`` code and the
+challenge's ``error_description`` (US-ASCII by RFC 6750) stay in English.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import math
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
+from django.utils.functional import Promise
+from django.utils.translation import gettext, gettext_noop, override
 
 from keyrunes_django.negotiation import is_api_request
 
@@ -24,6 +28,7 @@ __all__ = [
     "REALM",
     "authentication_required_response",
     "forbidden_response",
+    "localized",
     "refusal_response",
     "service_unavailable_response",
     "unauthorized_response",
@@ -37,6 +42,19 @@ REALM = "keyrunes"
 def wants_json(request: HttpRequest) -> bool:
     """Whether the answer's body is JSON: the caller is an API client (``is_api_request``)."""
     return is_api_request(request)
+
+
+def localized(description: str) -> str:
+    """``description`` in the active language (a text without a translation stays as is)."""
+    return gettext(str(description))
+
+
+def _english(description: str) -> str:
+    # A lazy text rendered with translations off gives its English source.
+    if isinstance(description, Promise):
+        with override(None):
+            return str(description)
+    return description
 
 
 def _quoted(value: str) -> str:
@@ -56,7 +74,7 @@ def www_authenticate(
     if error:
         parts.append(f"error={_quoted(error)}")
         if description:
-            parts.append(f"error_description={_quoted(description)}")
+            parts.append(f"error_description={_quoted(_english(description))}")
     return f"{scheme} " + ", ".join(parts)
 
 
@@ -76,6 +94,7 @@ def refusal_response(
     The refusal was already logged where it was decided, so Django's request
     logger is told not to log it a second time.
     """
+    description = localized(description)
     payload = {"error": error, "reason": reason, "detail": description}
     response: HttpResponse
     if wants_json(request):
@@ -108,7 +127,9 @@ def unauthorized_response(
 
 
 def authentication_required_response(
-    request: HttpRequest, *, description: str = "Authentication credentials were not provided."
+    request: HttpRequest,
+    *,
+    description: str = gettext_noop("Authentication credentials were not provided."),
 ) -> HttpResponse:
     """401 for a caller that sent no credential (RFC 6750: a challenge without an error)."""
     response = refusal_response(
@@ -130,7 +151,7 @@ def forbidden_response(request: HttpRequest, *, reason: str, description: str) -
 def service_unavailable_response(
     request: HttpRequest,
     *,
-    description: str = "The authentication service is unavailable; try again later.",
+    description: str = gettext_noop("The authentication service is unavailable; try again later."),
     retry_after: float | None = 5,
 ) -> HttpResponse:
     """503 when Keyrunes cannot be asked and no usable cached answer exists."""
