@@ -30,7 +30,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.views import redirect_to_login
@@ -46,6 +46,9 @@ from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
 from keyrunes_django.negotiation import is_api_request
 from keyrunes_django.responses import authentication_required_response
 from keyrunes_django.users import StatelessUser
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 __all__ = [
     "ADMIN_REQUIRED",
@@ -423,7 +426,7 @@ class Refusal:
     """Why a check refused: ``anonymous`` callers may log in, the others may not."""
 
     anonymous: bool
-    message: str
+    message: StrOrPromise
 
 
 def refuse_anonymous(request: Any) -> Refusal | None:

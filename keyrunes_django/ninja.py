@@ -39,11 +39,10 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
-from django.utils.translation import gettext_lazy
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.security import APIKeyHeader, HttpBearer
@@ -59,6 +58,7 @@ from keyrunes_django.credentials import USER_REFUSED, parse_authorization_header
 from keyrunes_django.exceptions import InvalidToken, KeyrunesUnavailable, MirrorRefused
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
 from keyrunes_django.responses import (
+    UNAVAILABLE,
     forbidden_response,
     localized,
     service_unavailable_response,
@@ -70,6 +70,9 @@ from keyrunes_django.tokens import (
     authenticate_token_user,
     get_authenticator,
 )
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 __all__ = [
     "KeyrunesBearer",
@@ -86,13 +89,12 @@ __all__ = [
 Operation = TypeVar("Operation", bound=Callable[..., Any])
 
 NOT_AUTHENTICATED = access.NOT_AUTHENTICATED
-UNAVAILABLE = gettext_lazy("The authentication service is unavailable; try again later.")
 
 
 class KeyrunesNotAuthenticated(AuthenticationError):
     """401: a refused credential (``reason`` says why) or none at all."""
 
-    def __init__(self, description: str, *, reason: str, scheme: str = "Bearer") -> None:
+    def __init__(self, description: StrOrPromise, *, reason: str, scheme: str = "Bearer") -> None:
         super().__init__(401, localized(description))
         self.reason = reason
         self.description = description
@@ -102,7 +104,7 @@ class KeyrunesNotAuthenticated(AuthenticationError):
 class KeyrunesForbidden(AuthorizationError):
     """403: an authenticated caller without the required group, admin status or policy."""
 
-    def __init__(self, description: str, *, reason: str = "forbidden") -> None:
+    def __init__(self, description: StrOrPromise, *, reason: str = "forbidden") -> None:
         super().__init__(403, localized(description))
         self.reason = reason
         self.description = description
@@ -112,7 +114,7 @@ class KeyrunesServiceUnavailable(HttpError):
     """503: Keyrunes cannot be asked and no usable cached answer exists."""
 
     def __init__(self) -> None:
-        super().__init__(503, str(UNAVAILABLE))
+        super().__init__(503, localized(UNAVAILABLE))
 
 
 # ------------------------------------------------------------------- checks

@@ -16,6 +16,7 @@ challenge's ``error_description`` (US-ASCII by RFC 6750) stay in English.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
@@ -24,8 +25,13 @@ from django.utils.translation import gettext, gettext_noop, override
 
 from keyrunes_django.negotiation import is_api_request
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 __all__ = [
+    "NOT_AUTHENTICATED",
     "REALM",
+    "UNAVAILABLE",
     "authentication_required_response",
     "forbidden_response",
     "localized",
@@ -38,18 +44,22 @@ __all__ = [
 
 REALM = "keyrunes"
 
+#: Default details (English; translated when an answer is built).
+NOT_AUTHENTICATED = gettext_noop("Authentication credentials were not provided.")
+UNAVAILABLE = gettext_noop("The authentication service is unavailable; try again later.")
+
 
 def wants_json(request: HttpRequest) -> bool:
     """Whether the answer's body is JSON: the caller is an API client (``is_api_request``)."""
     return is_api_request(request)
 
 
-def localized(description: str) -> str:
+def localized(description: StrOrPromise) -> str:
     """``description`` in the active language (a text without a translation stays as is)."""
     return gettext(str(description))
 
 
-def _english(description: str) -> str:
+def _english(description: StrOrPromise) -> str:
     # A lazy text rendered with translations off gives its English source.
     if isinstance(description, Promise):
         with override(None):
@@ -64,7 +74,7 @@ def _quoted(value: str) -> str:
 
 
 def www_authenticate(
-    description: str | None = None,
+    description: StrOrPromise | None = None,
     *,
     scheme: str = "Bearer",
     error: str | None = "invalid_token",
@@ -87,7 +97,7 @@ def refusal_response(
     *,
     error: str,
     reason: str,
-    description: str,
+    description: StrOrPromise,
 ) -> HttpResponse:
     """An answer of the one body shape, JSON or plain text by the ``Accept`` header.
 
@@ -115,7 +125,7 @@ def unauthorized_response(
     request: HttpRequest,
     *,
     reason: str,
-    description: str,
+    description: StrOrPromise,
     scheme: str = "Bearer",
 ) -> HttpResponse:
     """401 for a refused credential; ``reason`` is the machine-readable code."""
@@ -129,7 +139,7 @@ def unauthorized_response(
 def authentication_required_response(
     request: HttpRequest,
     *,
-    description: str = gettext_noop("Authentication credentials were not provided."),
+    description: StrOrPromise = NOT_AUTHENTICATED,
 ) -> HttpResponse:
     """401 for a caller that sent no credential (RFC 6750: a challenge without an error)."""
     response = refusal_response(
@@ -143,7 +153,9 @@ def authentication_required_response(
     return response
 
 
-def forbidden_response(request: HttpRequest, *, reason: str, description: str) -> HttpResponse:
+def forbidden_response(
+    request: HttpRequest, *, reason: str, description: StrOrPromise
+) -> HttpResponse:
     """403 for an authenticated caller who is not allowed."""
     return refusal_response(request, 403, error="forbidden", reason=reason, description=description)
 
@@ -151,7 +163,7 @@ def forbidden_response(request: HttpRequest, *, reason: str, description: str) -
 def service_unavailable_response(
     request: HttpRequest,
     *,
-    description: str = gettext_noop("The authentication service is unavailable; try again later."),
+    description: StrOrPromise = UNAVAILABLE,
     retry_after: float | None = 5,
 ) -> HttpResponse:
     """503 when Keyrunes cannot be asked and no usable cached answer exists."""

@@ -42,6 +42,7 @@ from keyrunes_django import access
 if TYPE_CHECKING:
     # rest_framework.views reads DEFAULT_PERMISSION_CLASSES while it is imported,
     # so importing it here would make this module unusable in that setting.
+    from django_stubs_ext import StrOrPromise
     from rest_framework.views import APIView
 
 __all__ = [
@@ -75,7 +76,9 @@ class KeyrunesPermission(BasePermission, metaclass=_ConfigurableMeta):
     :meth:`configure_attributes`; both forms then go through the same checks.
     """
 
-    message: ClassVar[str] = gettext_lazy("You do not have permission to perform this action.")
+    message: ClassVar[StrOrPromise] = gettext_lazy(
+        "You do not have permission to perform this action."
+    )
     _derived_message: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

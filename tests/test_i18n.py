@@ -1,0 +1,271 @@
+"""Translations: complete catalogs, compiled in step, and refusals in the caller's language.
+
+The catalog tests need GNU gettext (``msgfmt``, ``xgettext``), as
+``makemessages`` and ``compilemessages`` do.
+"""
+
+from __future__ import annotations
+
+import ast
+import gettext
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client, override_settings
+from django.utils import translation
+
+import keyrunes_django
+from keyrunes_django import responses
+from keyrunes_django.forms import KeyrunesAuthenticationForm
+from keyrunes_django.password_forms import KeyrunesPasswordChangeForm
+
+PACKAGE = Path(keyrunes_django.__file__).resolve().parent
+REPOSITORY = PACKAGE.parent
+LANGUAGES = ("pt_BR", "es")
+PLACEHOLDER = re.compile(r"%\(\w+\)[sd]")
+
+
+# ---------------------------------------------------------------- catalogs
+
+
+@dataclass
+class Entry:
+    """One message of a ``.po`` file."""
+
+    context: str | None = None
+    msgid: str = ""
+    plural: str | None = None
+    translations: list[str] = field(default_factory=list)
+    flags: set[str] = field(default_factory=set)
+
+    @property
+    def key(self) -> tuple[str | None, str]:
+        return (self.context, self.msgid)
+
+
+def read_po(path: Path) -> list[Entry]:
+    """The live (not obsolete) entries of a ``.po`` file, header included."""
+    entries: list[Entry] = []
+    entry = Entry()
+    target: str | None = None
+    started = False
+
+    def finish() -> None:
+        nonlocal entry, started
+        if started:
+            entries.append(entry)
+        entry, started = Entry(), False
+
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#~"):
+            continue
+        if line.startswith("#,"):
+            if started:
+                finish()
+            entry.flags.update(flag.strip() for flag in line[2:].split(","))
+            continue
+        if line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        if line.startswith('"'):
+            value = ast.literal_eval(line)
+        else:
+            value = ast.literal_eval(rest)
+            if keyword in ("msgctxt", "msgid") and entry.translations:
+                finish()
+            started = True
+            target = keyword
+            if keyword.startswith("msgstr"):
+                entry.translations.append("")
+        if target == "msgctxt":
+            entry.context = (entry.context or "") + value
+        elif target == "msgid":
+            entry.msgid += value
+        elif target == "msgid_plural":
+            entry.plural = (entry.plural or "") + value
+        else:
+            entry.translations[-1] += value
+    finish()
+    return entries
+
+
+def catalog(language: str) -> Path:
+    return PACKAGE / "locale" / language / "LC_MESSAGES" / "django.po"
+
+
+def messages_of(path: Path) -> dict[tuple[str | None, str], Entry]:
+    return {entry.key: entry for entry in read_po(path) if entry.msgid}
+
+
+def run(command: list[str], cwd: Path) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": os.pathsep.join([str(REPOSITORY), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the package with fresh catalogs from ``makemessages``."""
+    copy = tmp_path_factory.mktemp("i18n") / "keyrunes_django"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "locale"))
+    (copy / "locale").mkdir()
+    languages = [arg for language in LANGUAGES for arg in ("-l", language)]
+    run([sys.executable, "-m", "django", "makemessages", *languages, "--no-obsolete"], copy)
+    return copy / "locale"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_catalog_holds_every_string_makemessages_finds(extracted: Path, language: str) -> None:
+    fresh = messages_of(extracted / language / "LC_MESSAGES" / "django.po")
+    committed = messages_of(catalog(language))
+    assert len(fresh) > 80  # the extraction really ran over the package
+    missing = sorted(msgid for _, msgid in set(fresh) - set(committed))
+    stale = sorted(msgid for _, msgid in set(committed) - set(fresh))
+    hint = "run `cd keyrunes_django && django-admin makemessages -a --no-obsolete`, translate"
+    assert not missing, f"strings missing from the {language} catalog ({hint}): {missing}"
+    assert not stale, f"strings no longer in the code, in the {language} catalog: {stale}"
+    for key, entry in fresh.items():
+        assert committed[key].plural == entry.plural, entry.msgid
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_message_is_translated_and_keeps_its_placeholders(language: str) -> None:
+    entries = read_po(catalog(language))
+    header = entries[0]
+    assert header.msgid == ""
+    assert "fuzzy" not in header.flags
+    assert f"Language: {language}\n" in header.translations[0]
+    assert "Plural-Forms: nplurals=2;" in header.translations[0]
+    for entry in entries[1:]:
+        assert "fuzzy" not in entry.flags, f"fuzzy in {language}: {entry.msgid!r}"
+        assert len(entry.translations) == (2 if entry.plural else 1), entry.msgid
+        for text in entry.translations:
+            assert text.strip(), f"untranslated in {language}: {entry.msgid!r}"
+            assert text != entry.msgid or entry.msgid in _SAME_IN_EVERY_LANGUAGE, entry.msgid
+            wanted = set(PLACEHOLDER.findall(entry.msgid))
+            assert set(PLACEHOLDER.findall(text)) == wanted, f"{language}: {entry.msgid!r}"
+
+
+# Texts that read the same once translated (none today; a proper noun would go here).
+_SAME_IN_EVERY_LANGUAGE: frozenset[str] = frozenset()
+
+
+def _compiled(path: Path) -> dict[Any, str]:
+    with path.open("rb") as stream:
+        return dict(gettext.GNUTranslations(stream)._catalog)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_compiled_catalog_is_in_step_with_its_source(tmp_path: Path, language: str) -> None:
+    source = catalog(language)
+    shipped = source.with_suffix(".mo")
+    assert shipped.is_file(), f"{shipped} is missing: run `django-admin compilemessages`"
+    fresh = tmp_path / "django.mo"
+    run(["msgfmt", "--check", "-o", str(fresh), str(source)], tmp_path)
+    assert _compiled(shipped) == _compiled(fresh), (
+        f"{shipped} is older than {source.name}: run `django-admin compilemessages`"
+    )
+
+
+def test_the_wheel_ships_the_catalogs() -> None:
+    text = (REPOSITORY / "pyproject.toml").read_text(encoding="utf-8")
+    package_data = text.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    assert '"locale/*/LC_MESSAGES/*.po"' in package_data
+    assert '"locale/*/LC_MESSAGES/*.mo"' in package_data
+
+
+# --------------------------------------------------------- texts in use
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "keyrunes_django.middleware.KeyrunesAuthenticationMiddleware",
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("clean_caches")
+@pytest.mark.urls("tests.test_middleware")
+def test_a_refusal_under_a_portuguese_site(keyrunes: Any, keyrunes_user: Any) -> None:
+    token = keyrunes.expired_token(keyrunes_user)
+    with override_settings(MIDDLEWARE=MIDDLEWARE, LANGUAGE_CODE="pt-br"):
+        response = Client().get(
+            "/whoami/", HTTP_ACCEPT="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+        )
+        text = Client().get(
+            "/whoami/", HTTP_ACCEPT="text/html", HTTP_AUTHORIZATION=f"Bearer {token}"
+        )
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "invalid_token",
+        "reason": "expired",
+        "detail": "O token expirou.",
+    }
+    # The challenge is US-ASCII (RFC 6750): it keeps the English description.
+    assert 'error_description="The token has expired."' in response["WWW-Authenticate"]
+    assert text.content.decode() == "401 Unauthorized: O token expirou.\n"
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("clean_caches")
+@pytest.mark.urls("tests.test_middleware")
+def test_a_cached_refusal_is_told_in_each_callers_language(
+    keyrunes: Any, keyrunes_user: Any
+) -> None:
+    token = keyrunes.expired_token(keyrunes_user)
+    details = []
+    for language in ("es", "pt-br", "en"):
+        with override_settings(MIDDLEWARE=MIDDLEWARE, LANGUAGE_CODE=language):
+            response = Client().get(
+                "/whoami/", HTTP_ACCEPT="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+            )
+        details.append(response.json()["detail"])
+    assert details == ["El token ha expirado.", "O token expirou.", "The token has expired."]
+
+
+def test_a_lazy_description_keeps_the_challenge_in_english() -> None:
+    with translation.override("es"):
+        challenge = responses.www_authenticate(
+            translation.gettext_lazy("The credential is invalid.")
+        )
+        assert responses.localized("The credential is invalid.") == "La credencial no es válida."
+    assert 'error_description="The credential is invalid."' in challenge
+
+
+@pytest.mark.django_db
+def test_the_login_form_tells_the_outage_in_spanish(
+    rf: Any, keyrunes: Any, keyrunes_user: Any
+) -> None:
+    keyrunes.faults.add("/api/login", status=503)
+    request = rf.post("/login/")
+    data = {"username": keyrunes_user.username, "password": keyrunes_user.password}
+    with translation.override("es"):
+        form = KeyrunesAuthenticationForm(request, data=data)
+        assert not form.is_valid()
+        assert form.non_field_errors() == [
+            "El servicio de autenticación no está disponible. Inténtelo de nuevo más tarde."
+        ]
+        assert form.non_field_errors().as_data()[0].code == "service_unavailable"
+
+
+def test_password_form_errors_and_labels_in_spanish(rf: Any) -> None:
+    data = {"old_password": "a", "new_password1": "new-secret-2", "new_password2": "other-3"}
+    with translation.override("es"):
+        form = KeyrunesPasswordChangeForm(rf.post("/"), data=data)
+        assert not form.is_valid()
+        assert form.errors["new_password2"] == ["Los dos campos de contraseña no coinciden."]
+        assert str(form.fields["old_password"].label) == "Contraseña actual"
+        assert "Contraseña actual" in str(form)
