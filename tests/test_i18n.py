@@ -269,3 +269,127 @@ def test_password_form_errors_and_labels_in_spanish(rf: Any) -> None:
         assert form.errors["new_password2"] == ["Los dos campos de contraseña no coinciden."]
         assert str(form.fields["old_password"].label) == "Contraseña actual"
         assert "Contraseña actual" in str(form)
+
+
+def test_an_empty_description_never_becomes_the_catalog_header() -> None:
+    with translation.override("pt-br"):
+        assert responses.localized("") == ""
+        assert responses.localized("A text no catalog has.") == "A text no catalog has."
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("clean_caches")
+@pytest.mark.urls("tests.test_drf_authentication")
+def test_a_drf_refusal_in_spanish(keyrunes: Any, keyrunes_user: Any) -> None:
+    from rest_framework.test import APIClient
+
+    token = keyrunes.expired_token(keyrunes_user)
+    with override_settings(LANGUAGE_CODE="es"):
+        response = APIClient().get("/api/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "El token ha expirado."}
+    assert 'error_description="The token has expired."' in response["WWW-Authenticate"]
+
+
+def test_permission_messages_built_at_import_follow_the_active_language() -> None:
+    from keyrunes_django.drf import permissions as kp
+
+    needs_group = kp.HasGroup("editors", "writers")
+    needs_org = kp.IsOrganization(7)
+    with translation.override("pt-br"):
+        assert str(needs_group.message) == (
+            "É necessário pertencer a um dos grupos editors, writers."
+        )
+        assert str(kp.HasAllGroups("a").message) == "É necessário pertencer a todos os grupos a."
+        assert str(needs_org.message) == "É necessária uma chave válida da organização 7."
+        assert str(kp.HasPermission("docs", "read").message) == (
+            "É necessária a permissão 'read' em 'docs'."
+        )
+    with translation.override("es"):
+        assert (
+            str(needs_group.message)
+            == "Se requiere pertenecer a uno de los grupos editors, writers."
+        )
+        assert str(kp.IsKeyrunesAdmin.message) == "Se requiere acceso de administrador de Keyrunes."
+    with translation.override("en"):
+        assert str(needs_org.message) == "A valid key of organization 7 is required."
+        assert str(kp.HasPermission("docs", "read").message) == (
+            "Permission 'read' on 'docs' is required."
+        )
+
+
+@pytest.mark.parametrize(
+    ("language", "retry_after", "login", "other"),
+    [
+        (
+            "en",
+            120,
+            "Too many failed login attempts. Please try again in 2 minutes.",
+            "Too many attempts. Please try again in 2 minutes.",
+        ),
+        (
+            "en",
+            30,
+            "Too many failed login attempts. Please try again in 1 minute.",
+            "Too many attempts. Please try again in 1 minute.",
+        ),
+        (
+            "pt-br",
+            60,
+            "Tentativas de login malsucedidas demais. Tente novamente em 1 minuto.",
+            "Tentativas demais. Tente novamente em 1 minuto.",
+        ),
+        (
+            "pt-br",
+            600,
+            "Tentativas de login malsucedidas demais. Tente novamente em 10 minutos.",
+            "Tentativas demais. Tente novamente em 10 minutos.",
+        ),
+        (
+            "es",
+            61,
+            "Demasiados intentos fallidos de inicio de sesión. Inténtelo de nuevo en 2 minutos.",
+            "Demasiados intentos. Inténtelo de nuevo en 2 minutos.",
+        ),
+    ],
+)
+def test_throttle_messages_count_minutes_in_each_language(
+    language: str, retry_after: int, login: str, other: str
+) -> None:
+    from keyrunes_django.throttling import LoginThrottled, Throttled
+
+    with translation.override(language):
+        login_error = LoginThrottled(scope="account", retry_after=retry_after)
+        other_error = Throttled(scope="ip", retry_after=retry_after)
+    assert str(login_error) == login
+    assert login_error.messages == [login]
+    assert login_error.code == "login_throttled"
+    assert str(other_error) == other
+
+
+@pytest.mark.django_db
+def test_a_page_in_spanish() -> None:
+    with override_settings(LANGUAGE_CODE="es"):
+        page = Client().get("/account/password/forgot/").content.decode()
+    assert '<html lang="es">' in page
+    assert "¿Olvidó su contraseña?" in page
+    assert "Enviarme un enlace de restablecimiento" in page
+    assert "Correo electrónico" in page  # the form's label
+
+
+@pytest.mark.django_db
+def test_admin_messages_in_portuguese() -> None:
+    from django.contrib.auth import get_user_model
+
+    from keyrunes_django.admin import resync_users
+    from keyrunes_django.models import KeyrunesIdentity
+
+    user_model = get_user_model()
+    user_model.objects.create_user("local-1")
+    user_model.objects.create_user("local-2")
+    with translation.override("pt-br"):
+        outcome = resync_users(user_model.objects.all())
+        assert [text for _, text in outcome] == [
+            "2 usuários selecionados são apenas locais: ignorados."
+        ]
+        assert str(KeyrunesIdentity._meta.verbose_name_plural) == "Identidades Keyrunes"
