@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
 from django.utils.functional import Promise
-from django.utils.translation import gettext, gettext_noop, override
+from django.utils.translation import gettext, override
 
+from keyrunes_django.credentials import gettext_noop
 from keyrunes_django.negotiation import is_api_request
 
 if TYPE_CHECKING:
