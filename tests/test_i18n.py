@@ -393,3 +393,38 @@ def test_admin_messages_in_portuguese() -> None:
             "2 usuários selecionados são apenas locais: ignorados."
         ]
         assert str(KeyrunesIdentity._meta.verbose_name_plural) == "Identidades Keyrunes"
+
+
+@pytest.mark.django_db
+def test_admin_action_messages_and_columns_in_portuguese(rf: Any) -> None:
+    from django.contrib import admin as django_admin
+    from django.contrib.auth import get_user_model
+    from django.contrib.messages.storage.cookie import CookieStorage
+    from django.utils import timezone
+
+    from keyrunes_django.admin import KeyrunesIdentityAdmin
+    from keyrunes_django.models import KeyrunesIdentity, TokenRevocation
+
+    user_model = get_user_model()
+    user_model.objects.create_user("local-1")
+    user_model.objects.create_user("local-2")
+    request = rf.post("/admin/")
+    request._messages = CookieStorage(request)
+    model_admin = django_admin.site._registry[user_model]
+    mirrored = user_model.objects.create_user("remote-1")
+    record = KeyrunesIdentity.objects.create(user=mirrored, namespace="public", remote_user_id=9)
+    TokenRevocation.objects.create(
+        namespace="public", remote_user_id=9, not_before=timezone.now(), reason=""
+    )
+    with translation.override("pt-br"):
+        model_admin.sign_out_everywhere(request, user_model.objects.exclude(pk=mirrored.pk))
+        column = KeyrunesIdentityAdmin(KeyrunesIdentity, django_admin.site).tokens_not_before(
+            record
+        )
+        action = str(model_admin.sign_out_everywhere.short_description)
+    assert [str(message) for message in request._messages] == [
+        "Todas as sessões encerradas: 0 usuário.",
+        "2 usuários não são do Keyrunes e não foram alterados.",
+    ]
+    assert column.endswith(" (sem motivo)")
+    assert action.startswith("Encerrar todas as sessões")
