@@ -428,3 +428,40 @@ def test_admin_action_messages_and_columns_in_portuguese(rf: Any) -> None:
     ]
     assert column.endswith(" (sem motivo)")
     assert action.startswith("Encerrar todas as sessões")
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("clean_caches")
+@pytest.mark.urls("tests.test_middleware")
+def test_a_mirror_refusal_from_the_middleware_in_portuguese(
+    keyrunes: Any, keyrunes_user: Any, settings: Any
+) -> None:
+    token = keyrunes.issue_token(keyrunes_user)
+    keyrunes_settings = {**settings.KEYRUNES, "REQUIRE_GROUP": "staff"}
+    with override_settings(
+        MIDDLEWARE=MIDDLEWARE, LANGUAGE_CODE="pt-br", KEYRUNES=keyrunes_settings
+    ):
+        response = Client().get(
+            "/whoami/", HTTP_ACCEPT="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+        )
+    assert response.status_code == 403
+    assert response.json()["detail"] == "Este usuário não pode usar este serviço."
+    assert response.json()["error"] == "forbidden"
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("clean_caches")
+@pytest.mark.urls("tests.test_ninja")
+def test_ninja_refusals_in_spanish(keyrunes: Any, keyrunes_user: Any, settings: Any) -> None:
+    token = keyrunes.issue_token(keyrunes_user)
+    expired = keyrunes.expired_token(keyrunes_user)
+    keyrunes_settings = {**settings.KEYRUNES, "DENY_GROUP": keyrunes_user.groups[0]}
+    with override_settings(LANGUAGE_CODE="es"):
+        refused = Client().get("/api/me", HTTP_AUTHORIZATION=f"Bearer {expired}")
+        with override_settings(KEYRUNES=keyrunes_settings):
+            denied = Client().get("/api/me", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "El token ha expirado."
+    assert refused.json()["reason"] == "expired"
+    assert denied.status_code == 403
+    assert denied.json()["detail"] == "Este usuario no puede usar este servicio."
