@@ -408,12 +408,6 @@ def is_organization(request_or_user: Any, organization_id: int | None = None) ->
 
 # ------------------------------------------------------------------ refusals
 
-
-def _lazy_text(build: Callable[..., str]) -> Callable[..., str]:
-    # Refusal texts may be built at import time (a DRF permission's message).
-    return lazy(build, str)
-
-
 NOT_AUTHENTICATED = gettext_lazy("Authentication credentials were not provided.")
 
 #: Extra placeholders for a resource template: a mapping, or a callable of the
@@ -467,9 +461,14 @@ def _groups_text(groups: tuple[str, ...], all_groups: bool) -> str:
     return text % {"groups": ", ".join(groups)}
 
 
+# Refusal texts may be built at import time (a DRF permission's message): lazy,
+# they are worded in the language active when shown.
+_lazy_groups_text = lazy(_groups_text, str)
+
+
 def groups_message(groups: tuple[str, ...], *, all_groups: bool = False) -> str:
     """The refusal text of a group check (lazy: in the language active when shown)."""
-    return _lazy_text(_groups_text)(tuple(groups), all_groups)
+    return _lazy_groups_text(tuple(groups), all_groups)
 
 
 ADMIN_REQUIRED = gettext_lazy("Keyrunes administrator access is required.")
@@ -490,9 +489,12 @@ def _permission_text(resource: str, action: str) -> str:
     return text % {"action": repr(action), "resource": repr(resource)}
 
 
+_lazy_permission_text = lazy(_permission_text, str)
+
+
 def permission_message(resource: str, action: str) -> str:
     """The refusal text of a policy check (lazy: in the language active when shown)."""
-    return _lazy_text(_permission_text)(resource, action)
+    return _lazy_permission_text(resource, action)
 
 
 def check_permission(
