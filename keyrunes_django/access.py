@@ -30,13 +30,15 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.views import redirect_to_login
 from django.core.cache import caches
 from django.core.exceptions import FieldError, ObjectDoesNotExist, PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
+from django.utils.functional import lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from keyrunes_django.claims import unverified_claims
 from keyrunes_django.conf import keyrunes_settings
@@ -44,6 +46,9 @@ from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
 from keyrunes_django.negotiation import is_api_request
 from keyrunes_django.responses import authentication_required_response
 from keyrunes_django.users import StatelessUser
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 __all__ = [
     "ADMIN_REQUIRED",
@@ -403,7 +408,7 @@ def is_organization(request_or_user: Any, organization_id: int | None = None) ->
 
 # ------------------------------------------------------------------ refusals
 
-NOT_AUTHENTICATED = "Authentication credentials were not provided."
+NOT_AUTHENTICATED = gettext_lazy("Authentication credentials were not provided.")
 
 #: Extra placeholders for a resource template: a mapping, or a callable of the
 #: request returning one.
@@ -415,7 +420,7 @@ class Refusal:
     """Why a check refused: ``anonymous`` callers may log in, the others may not."""
 
     anonymous: bool
-    message: str
+    message: StrOrPromise
 
 
 def refuse_anonymous(request: Any) -> Refusal | None:
@@ -430,7 +435,9 @@ def check_login(request: Any, *, allow_organization: bool = False) -> Refusal | 
     if is_authenticated(request, allow_organization=allow_organization):
         return None
     if isinstance(get_identity(request), OrganizationPrincipal):
-        return Refusal(False, "Organization keys are not accepted here; sign in as a user.")
+        return Refusal(
+            False, gettext("Organization keys are not accepted here; sign in as a user.")
+        )
     return Refusal(True, NOT_AUTHENTICATED)
 
 
@@ -446,13 +453,25 @@ def check_groups(
     return Refusal(False, groups_message(groups, all_groups=all_groups))
 
 
+def _groups_text(groups: tuple[str, ...], all_groups: bool) -> str:
+    if all_groups:
+        text = gettext("Membership in all of the groups %(groups)s is required.")
+    else:
+        text = gettext("Membership in one of the groups %(groups)s is required.")
+    return text % {"groups": ", ".join(groups)}
+
+
+# Refusal texts may be built at import time (a DRF permission's message): lazy,
+# they are worded in the language active when shown.
+_lazy_groups_text = lazy(_groups_text, str)
+
+
 def groups_message(groups: tuple[str, ...], *, all_groups: bool = False) -> str:
-    """The refusal text of a group check."""
-    quantifier = "all" if all_groups else "one"
-    return f"Membership in {quantifier} of the groups {', '.join(groups)} is required."
+    """The refusal text of a group check (lazy: in the language active when shown)."""
+    return _lazy_groups_text(tuple(groups), all_groups)
 
 
-ADMIN_REQUIRED = "Keyrunes administrator access is required."
+ADMIN_REQUIRED = gettext_lazy("Keyrunes administrator access is required.")
 
 
 def check_admin(request: Any) -> Refusal | None:
@@ -465,9 +484,17 @@ def check_admin(request: Any) -> Refusal | None:
     return Refusal(False, ADMIN_REQUIRED)
 
 
+def _permission_text(resource: str, action: str) -> str:
+    text = gettext("Permission %(action)s on %(resource)s is required.")
+    return text % {"action": repr(action), "resource": repr(resource)}
+
+
+_lazy_permission_text = lazy(_permission_text, str)
+
+
 def permission_message(resource: str, action: str) -> str:
-    """The refusal text of a policy check."""
-    return f"Permission {action!r} on {resource!r} is required."
+    """The refusal text of a policy check (lazy: in the language active when shown)."""
+    return _lazy_permission_text(resource, action)
 
 
 def check_permission(

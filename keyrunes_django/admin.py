@@ -28,6 +28,8 @@ from django.contrib.auth.models import Group
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 
 from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.mapping import FLAG_FIELDS
@@ -42,7 +44,7 @@ __all__ = [
     "resync_users",
 ]
 
-MIRRORED_NOTE = (
+MIRRORED_NOTE = _(
     "Fields shown read-only are mirrored from Keyrunes and overwritten at each login or "
     "sync: change them in Keyrunes, then use the “Resync from Keyrunes” action."
 )
@@ -64,16 +66,17 @@ _IDENTITY_FIELDS = (
 class _ReadOnlyIdentity:
     """Shared by the identity inline and admin: nothing is added or changed locally."""
 
-    @admin.display(description="Tokens refused if issued before")
+    @admin.display(description=_("Tokens refused if issued before"))
     def tokens_not_before(self, record: KeyrunesIdentity) -> str:
         revocation = TokenRevocation.objects.filter(
             namespace=record.namespace, remote_user_id=record.remote_user_id
         ).first()
         if revocation is None:
             return "-"
-        return f"{revocation.not_before.isoformat()} ({revocation.reason or 'no reason'})"
+        reason = revocation.reason or gettext("no reason")
+        return f"{revocation.not_before.isoformat()} ({reason})"
 
-    @admin.display(description="Remote data")
+    @admin.display(description=_("Remote data"))
     def payload_display(self, record: KeyrunesIdentity) -> str:
         return format_html("<pre>{}</pre>", json.dumps(record.payload, indent=2, sort_keys=True))
 
@@ -91,7 +94,7 @@ class KeyrunesIdentityInline(_ReadOnlyIdentity, admin.StackedInline):  # type: i
     can_delete = False
     extra = 0
     max_num = 0
-    verbose_name = "Keyrunes identity (mirrored from Keyrunes, read-only)"
+    verbose_name = _("Keyrunes identity (mirrored from Keyrunes, read-only)")
     verbose_name_plural = verbose_name
     fields = _IDENTITY_FIELDS
     readonly_fields = fields
@@ -142,14 +145,14 @@ class KeyrunesUserAdminMixin:
             )
         return fieldsets
 
-    @admin.display(description="Mirrored from Keyrunes (read-only)")
+    @admin.display(description=_("Mirrored from Keyrunes (read-only)"))
     def keyrunes_mirrored_fields(self, obj: Any) -> str:
         user_model = get_user_model()
         labels = [
             str(getattr(user_model._meta.get_field(name), "verbose_name", name))
             for name in mirrored_user_fields()
         ]
-        labels.append("membership of mirrored groups")
+        labels.append(gettext("membership of mirrored groups"))
         return ", ".join(labels)
 
     @admin.display(boolean=True, description="Keyrunes")
@@ -157,7 +160,7 @@ class KeyrunesUserAdminMixin:
         return _identity_of(obj) is not None
 
     @admin.action(
-        description="Sign out everywhere (refuse their Keyrunes tokens issued before now)"
+        description=_("Sign out everywhere (refuse their Keyrunes tokens issued before now)")
     )
     def sign_out_everywhere(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         from keyrunes_django.revocation import revoke_user_tokens
@@ -168,15 +171,28 @@ class KeyrunesUserAdminMixin:
             if revoke_user_tokens(user, reason="admin", request=request) is not None:
                 done += 1
         skipped = len(queryset) - done
-        model_admin.message_user(request, f"Signed out everywhere: {done} user(s).")
+        model_admin.message_user(
+            request,
+            ngettext(
+                "Signed out everywhere: %(count)d user(s).",
+                "Signed out everywhere: %(count)d user(s).",
+                done,
+            )
+            % {"count": done},
+        )
         if skipped:
             model_admin.message_user(
                 request,
-                f"{skipped} user(s) are not Keyrunes users and were left alone.",
+                ngettext(
+                    "%(count)d user(s) are not Keyrunes users and were left alone.",
+                    "%(count)d user(s) are not Keyrunes users and were left alone.",
+                    skipped,
+                )
+                % {"count": skipped},
                 level=messages.WARNING,
             )
 
-    @admin.action(description="Resync from Keyrunes")
+    @admin.action(description=_("Resync from Keyrunes"))
     def resync_from_keyrunes(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         outcome = resync_users(queryset)
         model_admin: Any = self
@@ -207,7 +223,12 @@ def resync_users(users: QuerySet[Any]) -> list[tuple[int, str]]:
     result: list[tuple[int, str]] = []
     skipped = users.count() - len(records)
     if skipped:
-        result.append((messages.WARNING, f"{skipped} selected user(s) are local only: skipped."))
+        text = ngettext(
+            "%(count)d selected user(s) are local only: skipped.",
+            "%(count)d selected user(s) are local only: skipped.",
+            skipped,
+        )
+        result.append((messages.WARNING, text % {"count": skipped}))
     by_scope: dict[tuple[str, int | None], list[KeyrunesIdentity]] = defaultdict(list)
     for record in records:
         by_scope[(record.namespace, record.organization_id)].append(record)
@@ -220,14 +241,12 @@ def resync_users(users: QuerySet[Any]) -> list[tuple[int, str]]:
         try:
             listing = admin_call(functools.partial(_list_users, client, org_id=organization_id))
         except ServiceAccountError as exc:
-            result.append(
-                (messages.ERROR, f'Resync failed: {exc} (check KEYRUNES["SERVICE_ACCOUNT"]).')
-            )
+            text = gettext('Resync failed: %(error)s (check KEYRUNES["SERVICE_ACCOUNT"]).')
+            result.append((messages.ERROR, text % {"error": exc}))
             return result
         except KeyrunesError as exc:
-            result.append(
-                (messages.ERROR, f"Resync of namespace {namespace} failed: {exc}. Nothing changed.")
-            )
+            text = gettext("Resync of namespace %(namespace)s failed: %(error)s. Nothing changed.")
+            result.append((messages.ERROR, text % {"namespace": namespace, "error": exc}))
             continue
         remote = {user.user_id: user for user in listing}
         org = organization_id if organization_id is not None else 0
@@ -235,27 +254,27 @@ def resync_users(users: QuerySet[Any]) -> list[tuple[int, str]]:
             found = remote.get(record.remote_user_id)
             name = record.user.get_username()
             if found is None:
-                result.append(
-                    (
-                        messages.WARNING,
-                        f"{name}: not found in Keyrunes (namespace {namespace}); left as is. "
-                        "keyrunes_sync_users --deactivate-missing deactivates such users.",
-                    )
+                text = gettext(
+                    "%(user)s: not found in Keyrunes (namespace %(namespace)s); left as is. "
+                    "keyrunes_sync_users --deactivate-missing deactivates such users."
                 )
+                result.append((messages.WARNING, text % {"user": name, "namespace": namespace}))
                 continue
             try:
                 outcome = mapper.mirror(found.to_identity(namespace, org))
             except MirrorRefused as exc:
-                result.append((messages.WARNING, f"{name}: not mirrored ({exc.reason}): {exc}"))
+                text = gettext("%(user)s: not mirrored (%(reason)s): %(error)s")
+                result.append(
+                    (messages.WARNING, text % {"user": name, "reason": exc.reason, "error": exc})
+                )
                 continue
             if outcome.changed:
                 synced += 1
             else:
                 unchanged += 1
     if synced or unchanged:
-        result.append(
-            (messages.SUCCESS, f"Resynced from Keyrunes: {synced} updated, {unchanged} unchanged.")
-        )
+        text = gettext("Resynced from Keyrunes: %(synced)d updated, %(unchanged)d unchanged.")
+        result.append((messages.SUCCESS, text % {"synced": synced, "unchanged": unchanged}))
     return result
 
 
@@ -267,11 +286,11 @@ def _list_users(client: Any, token: str, *, org_id: int | None) -> list[Any]:
 
 
 class MirroredFilter(admin.SimpleListFilter):
-    title = "mirrored from Keyrunes"
+    title = _("mirrored from Keyrunes")
     parameter_name = "keyrunes_mirrored"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Mirrored from Keyrunes"), ("no", "Local only")]
+        return [("yes", gettext("Mirrored from Keyrunes")), ("no", gettext("Local only"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "yes":
@@ -298,26 +317,26 @@ class KeyrunesGroupAdminMixin:
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return super().get_queryset(request).select_related("keyrunes_mirror")  # type: ignore[misc,no-any-return]
 
-    @admin.display(boolean=True, description="Mirrored from Keyrunes")
+    @admin.display(boolean=True, description=_("Mirrored from Keyrunes"))
     def keyrunes_mirrored(self, group: Group) -> bool:
         return _mirror_of(group) is not None
 
-    @admin.display(description="Keyrunes group")
+    @admin.display(description=_("Keyrunes group"))
     def keyrunes_remote(self, group: Group) -> str:
         marker = _mirror_of(group)
         return f"{marker.namespace}:{marker.remote_name}" if marker else "—"
 
-    @admin.display(description="Source")
+    @admin.display(description=_("Source"))
     def keyrunes_source(self, group: Group) -> str:
         marker = _mirror_of(group)
         if marker is None:
-            return "Local group (never changed by Keyrunes)."
-        return (
-            f"Mirrored from Keyrunes group “{marker.remote_name}” (namespace "
-            f"{marker.namespace}): memberships are managed by logins and "
-            "keyrunes_sync_users; keyrunes_sync_groups --prune deletes it when the remote "
-            "group is gone."
+            return gettext("Local group (never changed by Keyrunes).")
+        text = gettext(
+            "Mirrored from Keyrunes group “%(group)s” (namespace %(namespace)s): memberships "
+            "are managed by logins and keyrunes_sync_users; keyrunes_sync_groups --prune "
+            "deletes it when the remote group is gone."
         )
+        return text % {"group": marker.remote_name, "namespace": marker.namespace}
 
 
 def _mirror_of(group: Group) -> MirroredGroup | None:

@@ -35,6 +35,7 @@ from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext, gettext_noop
 from django.views.decorators.debug import sensitive_variables
 
 from keyrunes_django import signals, throttling
@@ -64,7 +65,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SERVICE_UNAVAILABLE_MESSAGE = "The authentication service is unavailable. Please try again later."
+#: English (it is a public constant others compare with); shown through ``gettext``.
+SERVICE_UNAVAILABLE_MESSAGE = gettext_noop(
+    "The authentication service is unavailable. Please try again later."
+)
 
 # Set on the request when a login failed for a reason the user should see.
 _REQUEST_ERROR_ATTR = "_keyrunes_auth_error"
@@ -286,7 +290,8 @@ class KeyrunesBackend(ModelBackend):
     def _service_error(self, request: HttpRequest | None, exc: KeyrunesError) -> None:
         logger.error("Keyrunes login impossible: %s: %s", type(exc).__name__, exc)
         _set_login_error(
-            request, ValidationError(SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable")
+            request,
+            ValidationError(gettext(SERVICE_UNAVAILABLE_MESSAGE), code="service_unavailable"),
         )
         signals.auth_service_error.send(
             sender=type(self), error=exc, operation="login", request=request, served_stale=False

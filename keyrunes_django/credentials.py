@@ -7,6 +7,10 @@
 * :func:`describe` gives the fixed, client-safe text of every refusal reason,
   and :func:`invalid` the matching :class:`InvalidToken`.
 
+The texts stay in English here (they are cached with a refusal, which callers
+in other languages may later read); the 401/403/503 builder of
+:mod:`keyrunes_django.responses` translates them into the request's language.
+
 Nothing here does I/O, hashing or cryptography.
 """
 
@@ -19,6 +23,7 @@ from keyrunes_django.exceptions import InvalidToken
 
 __all__ = [
     "MAX_CREDENTIAL_LENGTH",
+    "USER_REFUSED",
     "describe",
     "invalid",
     "parse_authorization_header",
@@ -35,34 +40,54 @@ _HEX = "[0-9a-fA-F]"
 _HYPHENATED = f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
 _UUID_FORMS = re.compile(f"{_HYPHENATED}|{_HEX}{{32}}|\\{{{_HYPHENATED}\\}}|urn:uuid:{_HYPHENATED}")
 
+
+def gettext_noop(message: str) -> str:
+    """Mark ``message`` for ``makemessages`` (which looks for this name) without translating it.
+
+    Django's own ``gettext_noop`` reads the settings, and this module is imported
+    by the HTTP client, which works without them.
+    """
+    return message
+
+
 # RFC 6750 b64token: what may follow "Bearer ".
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 _DESCRIPTIONS: dict[str, str] = {
-    "missing_token": "The Authorization header names the Bearer scheme but carries no token.",
-    "header_too_large": "The credential header is too large.",
-    "malformed": "The token is malformed.",
-    "expired": "The token has expired.",
-    "bad_signature": "The token signature is invalid.",
-    "bad_algorithm": "The token is not signed with HS256.",
-    "unsupported_header": "The token header names an extension this service does not support.",
-    "wrong_issuer": "The token was not issued by Keyrunes.",
-    "missing_claim": "The token lacks a required claim.",
-    "not_yet_valid": "The token is not valid yet.",
-    "wrong_namespace": "The token belongs to another namespace.",
-    "scope_mismatch": "The credential belongs to another organization.",
-    "organization_unknown": "The organization of this service is not established; "
-    "organization keys are refused.",
-    "rejected": "Keyrunes rejected the credential.",
-    "revoked": "The token has been revoked.",
-    "invalid_key": "The organization key is invalid.",
-    "user_inactive": "The local user is inactive.",
+    "missing_token": gettext_noop(
+        "The Authorization header names the Bearer scheme but carries no token."
+    ),
+    "header_too_large": gettext_noop("The credential header is too large."),
+    "malformed": gettext_noop("The token is malformed."),
+    "expired": gettext_noop("The token has expired."),
+    "bad_signature": gettext_noop("The token signature is invalid."),
+    "bad_algorithm": gettext_noop("The token is not signed with HS256."),
+    "unsupported_header": gettext_noop(
+        "The token header names an extension this service does not support."
+    ),
+    "wrong_issuer": gettext_noop("The token was not issued by Keyrunes."),
+    "missing_claim": gettext_noop("The token lacks a required claim."),
+    "not_yet_valid": gettext_noop("The token is not valid yet."),
+    "wrong_namespace": gettext_noop("The token belongs to another namespace."),
+    "scope_mismatch": gettext_noop("The credential belongs to another organization."),
+    "organization_unknown": gettext_noop(
+        "The organization of this service is not established; organization keys are refused."
+    ),
+    "rejected": gettext_noop("Keyrunes rejected the credential."),
+    "revoked": gettext_noop("The token has been revoked."),
+    "invalid_key": gettext_noop("The organization key is invalid."),
+    "user_inactive": gettext_noop("The local user is inactive."),
 }
+
+_INVALID = gettext_noop("The credential is invalid.")
+
+#: The 403 description of a verified user the mirror refused (namespace, groups...).
+USER_REFUSED = gettext_noop("This user may not use this service.")
 
 
 def describe(reason: str) -> str:
-    """A fixed, client-safe description of a refusal reason."""
-    return _DESCRIPTIONS.get(reason, "The credential is invalid.")
+    """A fixed, client-safe description of a refusal reason (English; translated when sent)."""
+    return _DESCRIPTIONS.get(reason, _INVALID)
 
 
 def invalid(reason: str) -> InvalidToken:

@@ -33,6 +33,7 @@ from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from keyrunes_django import throttling
@@ -145,7 +146,7 @@ class KeyrunesRegistrationForm(forms.Form):
                 attempt.not_a_failure()
                 logger.error("Keyrunes registration impossible: %s: %s", type(exc).__name__, exc)
                 raise forms.ValidationError(
-                    SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
+                    gettext(SERVICE_UNAVAILABLE_MESSAGE), code="service_unavailable"
                 ) from exc
         return cleaned
 

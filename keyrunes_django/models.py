@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 __all__ = ["KeyrunesIdentity", "MirroredGroup", "TokenRevocation"]
 
@@ -35,8 +36,8 @@ class KeyrunesIdentity(models.Model):
     deactivated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        verbose_name = "Keyrunes identity"
-        verbose_name_plural = "Keyrunes identities"
+        verbose_name = _("Keyrunes identity")
+        verbose_name_plural = _("Keyrunes identities")
         constraints = [
             models.UniqueConstraint(
                 fields=["namespace", "remote_user_id"],
@@ -58,8 +59,8 @@ class MirroredGroup(models.Model):
     last_synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        verbose_name = "mirrored Keyrunes group"
-        verbose_name_plural = "mirrored Keyrunes groups"
+        verbose_name = _("mirrored Keyrunes group")
+        verbose_name_plural = _("mirrored Keyrunes groups")
 
     def __str__(self) -> str:
         return f"{self.namespace}:{self.remote_name}"
@@ -79,8 +80,8 @@ class TokenRevocation(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        verbose_name = "Keyrunes token revocation"
-        verbose_name_plural = "Keyrunes token revocations"
+        verbose_name = _("Keyrunes token revocation")
+        verbose_name_plural = _("Keyrunes token revocations")
         constraints = [
             models.UniqueConstraint(
                 fields=["namespace", "remote_user_id"],

@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
@@ -47,17 +47,20 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.security import APIKeyHeader, HttpBearer
 
+from keyrunes_django import access
 from keyrunes_django.authorization import (
     has_group,
     has_permission,
     is_admin,
     is_authenticated,
 )
-from keyrunes_django.credentials import parse_authorization_header
+from keyrunes_django.credentials import USER_REFUSED, parse_authorization_header
 from keyrunes_django.exceptions import InvalidToken, KeyrunesUnavailable, MirrorRefused
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
 from keyrunes_django.responses import (
+    UNAVAILABLE,
     forbidden_response,
+    localized,
     service_unavailable_response,
     unauthorized_response,
     www_authenticate,
@@ -67,6 +70,9 @@ from keyrunes_django.tokens import (
     authenticate_token_user,
     get_authenticator,
 )
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 __all__ = [
     "KeyrunesBearer",
@@ -82,15 +88,14 @@ __all__ = [
 
 Operation = TypeVar("Operation", bound=Callable[..., Any])
 
-NOT_AUTHENTICATED = "Authentication credentials were not provided."
-UNAVAILABLE = "The authentication service is unavailable; try again later."
+NOT_AUTHENTICATED = access.NOT_AUTHENTICATED
 
 
 class KeyrunesNotAuthenticated(AuthenticationError):
     """401: a refused credential (``reason`` says why) or none at all."""
 
-    def __init__(self, description: str, *, reason: str, scheme: str = "Bearer") -> None:
-        super().__init__(401, description)
+    def __init__(self, description: StrOrPromise, *, reason: str, scheme: str = "Bearer") -> None:
+        super().__init__(401, localized(description))
         self.reason = reason
         self.description = description
         self.scheme = scheme
@@ -99,8 +104,8 @@ class KeyrunesNotAuthenticated(AuthenticationError):
 class KeyrunesForbidden(AuthorizationError):
     """403: an authenticated caller without the required group, admin status or policy."""
 
-    def __init__(self, description: str, *, reason: str = "forbidden") -> None:
-        super().__init__(403, description)
+    def __init__(self, description: StrOrPromise, *, reason: str = "forbidden") -> None:
+        super().__init__(403, localized(description))
         self.reason = reason
         self.description = description
 
@@ -109,7 +114,7 @@ class KeyrunesServiceUnavailable(HttpError):
     """503: Keyrunes cannot be asked and no usable cached answer exists."""
 
     def __init__(self) -> None:
-        super().__init__(503, UNAVAILABLE)
+        super().__init__(503, localized(UNAVAILABLE))
 
 
 # ------------------------------------------------------------------- checks
@@ -128,18 +133,16 @@ def _check(
     if not is_authenticated(request, allow_organization=True):
         raise KeyrunesNotAuthenticated(NOT_AUTHENTICATED, reason="not_authenticated")
     if groups and not has_group(request, *groups, all_groups=all_groups):
-        quantifier = "all" if all_groups else "one"
         raise KeyrunesForbidden(
-            f"Membership in {quantifier} of the groups {', '.join(groups)} is required.",
-            reason="missing_group",
+            access.groups_message(groups, all_groups=all_groups), reason="missing_group"
         )
     if admin and not is_admin(request):
-        raise KeyrunesForbidden("Keyrunes administrator access is required.", reason="not_admin")
+        raise KeyrunesForbidden(access.ADMIN_REQUIRED, reason="not_admin")
     if permission is not None:
         resource, action = permission
         if not has_permission(request, resource, action, context):
             raise KeyrunesForbidden(
-                f"Permission {action!r} on {resource!r} is required.", reason="policy_denied"
+                access.permission_message(resource, action), reason="policy_denied"
             )
 
 
@@ -219,9 +222,7 @@ class KeyrunesBearer(HttpBearer):
         except InvalidToken as exc:
             raise KeyrunesNotAuthenticated(exc.message, reason=exc.reason) from None
         except MirrorRefused as exc:
-            raise KeyrunesForbidden(
-                "This user may not use this service.", reason=exc.reason
-            ) from None
+            raise KeyrunesForbidden(USER_REFUSED, reason=exc.reason) from None
         except KeyrunesUnavailable as exc:
             if get_authenticator().fail_open(exc, request):
                 return None

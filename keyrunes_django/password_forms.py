@@ -16,6 +16,7 @@ from typing import Any
 
 from django import forms
 from django.http import HttpRequest
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from keyrunes_django import throttling
@@ -100,7 +101,7 @@ class KeyrunesPasswordChangeForm(_NewPasswordMixin):
                 attempt.not_a_failure()
                 # Unreachable, 5xx or a malformed answer: the service is not usable right now.
                 raise forms.ValidationError(
-                    SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
+                    gettext(SERVICE_UNAVAILABLE_MESSAGE), code="service_unavailable"
                 ) from exc
             else:
                 attempt.succeeded()
@@ -176,7 +177,7 @@ class KeyrunesPasswordForgotForm(forms.Form):
                 attempt.not_a_failure()
                 # Unreachable, 5xx or a malformed answer: the service is not usable right now.
                 raise forms.ValidationError(
-                    SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
+                    gettext(SERVICE_UNAVAILABLE_MESSAGE), code="service_unavailable"
                 ) from exc
         return cleaned
 
@@ -208,6 +209,6 @@ class KeyrunesPasswordResetForm(_NewPasswordMixin):
         except KeyrunesError as exc:
             # Unreachable, 5xx or a malformed answer: the service is not usable right now.
             raise forms.ValidationError(
-                SERVICE_UNAVAILABLE_MESSAGE, code="service_unavailable"
+                gettext(SERVICE_UNAVAILABLE_MESSAGE), code="service_unavailable"
             ) from exc
         return cleaned

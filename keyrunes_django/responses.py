@@ -8,22 +8,34 @@ or HTML decides; otherwise a credential header or an API path means JSON). A
 reason, e.g.
 ``Bearer realm="keyrunes", error="invalid_token", error_description="The token has expired."``.
 Descriptions are our own fixed texts, never echoes of the credential or of
-the server's error body.
+the server's error body. They arrive in English (or lazily translated) and the
+body's ``detail`` is given in the active language; the ``reason`` code and the
+challenge's ``error_description`` (US-ASCII by RFC 6750) stay in English.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
+from django.utils.functional import Promise
+from django.utils.translation import gettext, override
 
+from keyrunes_django.credentials import gettext_noop
 from keyrunes_django.negotiation import is_api_request
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 __all__ = [
+    "NOT_AUTHENTICATED",
     "REALM",
+    "UNAVAILABLE",
     "authentication_required_response",
     "forbidden_response",
+    "localized",
     "refusal_response",
     "service_unavailable_response",
     "unauthorized_response",
@@ -33,10 +45,27 @@ __all__ = [
 
 REALM = "keyrunes"
 
+#: Default details (English; translated when an answer is built).
+NOT_AUTHENTICATED = gettext_noop("Authentication credentials were not provided.")
+UNAVAILABLE = gettext_noop("The authentication service is unavailable; try again later.")
+
 
 def wants_json(request: HttpRequest) -> bool:
     """Whether the answer's body is JSON: the caller is an API client (``is_api_request``)."""
     return is_api_request(request)
+
+
+def localized(description: StrOrPromise) -> str:
+    """``description`` in the active language (a text without a translation stays as is)."""
+    return gettext(str(description))
+
+
+def _english(description: StrOrPromise) -> str:
+    # A lazy text rendered with translations off gives its English source.
+    if isinstance(description, Promise):
+        with override(None):
+            return str(description)
+    return description
 
 
 def _quoted(value: str) -> str:
@@ -46,7 +75,7 @@ def _quoted(value: str) -> str:
 
 
 def www_authenticate(
-    description: str | None = None,
+    description: StrOrPromise | None = None,
     *,
     scheme: str = "Bearer",
     error: str | None = "invalid_token",
@@ -56,7 +85,7 @@ def www_authenticate(
     if error:
         parts.append(f"error={_quoted(error)}")
         if description:
-            parts.append(f"error_description={_quoted(description)}")
+            parts.append(f"error_description={_quoted(_english(description))}")
     return f"{scheme} " + ", ".join(parts)
 
 
@@ -69,13 +98,14 @@ def refusal_response(
     *,
     error: str,
     reason: str,
-    description: str,
+    description: StrOrPromise,
 ) -> HttpResponse:
     """An answer of the one body shape, JSON or plain text by the ``Accept`` header.
 
     The refusal was already logged where it was decided, so Django's request
     logger is told not to log it a second time.
     """
+    description = localized(description)
     payload = {"error": error, "reason": reason, "detail": description}
     response: HttpResponse
     if wants_json(request):
@@ -96,7 +126,7 @@ def unauthorized_response(
     request: HttpRequest,
     *,
     reason: str,
-    description: str,
+    description: StrOrPromise,
     scheme: str = "Bearer",
 ) -> HttpResponse:
     """401 for a refused credential; ``reason`` is the machine-readable code."""
@@ -108,7 +138,9 @@ def unauthorized_response(
 
 
 def authentication_required_response(
-    request: HttpRequest, *, description: str = "Authentication credentials were not provided."
+    request: HttpRequest,
+    *,
+    description: StrOrPromise = NOT_AUTHENTICATED,
 ) -> HttpResponse:
     """401 for a caller that sent no credential (RFC 6750: a challenge without an error)."""
     response = refusal_response(
@@ -122,7 +154,9 @@ def authentication_required_response(
     return response
 
 
-def forbidden_response(request: HttpRequest, *, reason: str, description: str) -> HttpResponse:
+def forbidden_response(
+    request: HttpRequest, *, reason: str, description: StrOrPromise
+) -> HttpResponse:
     """403 for an authenticated caller who is not allowed."""
     return refusal_response(request, 403, error="forbidden", reason=reason, description=description)
 
@@ -130,7 +164,7 @@ def forbidden_response(request: HttpRequest, *, reason: str, description: str) -
 def service_unavailable_response(
     request: HttpRequest,
     *,
-    description: str = "The authentication service is unavailable; try again later.",
+    description: StrOrPromise = UNAVAILABLE,
     retry_after: float | None = 5,
 ) -> HttpResponse:
     """503 when Keyrunes cannot be asked and no usable cached answer exists."""

@@ -46,6 +46,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.cache import BaseCache, caches
 from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.utils.translation import ngettext
 
 from keyrunes_django.audit import audit_event, keyed_hash, login_name_hash
 from keyrunes_django.conf import clock, keyrunes_settings
@@ -91,13 +92,11 @@ class Throttled(ValidationError):
     message as a form error.
     """
 
-    what = "attempts"
     code_name = "throttled"
 
     def __init__(self, *, scope: str, retry_after: int) -> None:
         minutes = max(1, math.ceil(retry_after / 60))
-        unit = "minute" if minutes == 1 else "minutes"
-        message = f"Too many {self.what}. Please try again in {minutes} {unit}."
+        message = self.wait_message(minutes) % {"minutes": minutes}
         super().__init__(message, code=self.code_name, params={"retry_after": retry_after})
         self.scope = scope
         self.retry_after = retry_after
@@ -106,12 +105,28 @@ class Throttled(ValidationError):
     def __str__(self) -> str:
         return self.user_message
 
+    @staticmethod
+    def wait_message(minutes: int) -> str:
+        """The text shown, in the active language, with a ``%(minutes)d`` placeholder."""
+        return ngettext(
+            "Too many attempts. Please try again in %(minutes)d minute.",
+            "Too many attempts. Please try again in %(minutes)d minutes.",
+            minutes,
+        )
+
 
 class LoginThrottled(Throttled):
     """Too many failed logins (or password-change attempts) for an account or an IP."""
 
-    what = "failed login attempts"
     code_name = "login_throttled"
+
+    @staticmethod
+    def wait_message(minutes: int) -> str:
+        return ngettext(
+            "Too many failed login attempts. Please try again in %(minutes)d minute.",
+            "Too many failed login attempts. Please try again in %(minutes)d minutes.",
+            minutes,
+        )
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext, gettext_noop
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
@@ -62,7 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Shown when Keyrunes created the account but this site would not sign it in.
-REGISTERED_NOT_SIGNED_IN_MESSAGE = (
+REGISTERED_NOT_SIGNED_IN_MESSAGE = gettext_noop(
     "Your account was created, but you could not be signed in here. Please try to sign in."
 )
 
@@ -115,7 +116,9 @@ class PasswordChangeView(View):
         return self.render(request, form)
 
     def render(self, request: HttpRequest, form: KeyrunesPasswordChangeForm) -> HttpResponse:
-        return render(request, self.template_name, {"form": form, "title": "Password change"})
+        return render(
+            request, self.template_name, {"form": form, "title": gettext("Password change")}
+        )
 
 
 @method_decorator(login_required, name="dispatch")
@@ -123,7 +126,7 @@ class PasswordChangeDoneView(View):
     template_name = "keyrunes_django/password_change_done.html"
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        return render(request, self.template_name, {"title": "Password changed"})
+        return render(request, self.template_name, {"title": gettext("Password changed")})
 
 
 @_sensitive
@@ -156,7 +159,7 @@ class PasswordForgotView(View):
         return render(
             request,
             self.done_template_name,
-            {"title": "Check your email", "demo_reset_url": demo_reset_url},
+            {"title": gettext("Check your email"), "demo_reset_url": demo_reset_url},
         )
 
 
@@ -182,7 +185,7 @@ class PasswordResetView(View):
     def render(
         self, request: HttpRequest, form: KeyrunesPasswordResetForm, *, missing_token: bool
     ) -> HttpResponse:
-        context = {"form": form, "title": "Reset password", "missing_token": missing_token}
+        context = {"form": form, "title": gettext("Reset password"), "missing_token": missing_token}
         return render(request, self.template_name, context)
 
 
@@ -190,7 +193,7 @@ class PasswordResetCompleteView(View):
     template_name = "keyrunes_django/password_reset_complete.html"
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        return render(request, self.template_name, {"title": "Password reset"})
+        return render(request, self.template_name, {"title": gettext("Password reset")})
 
 
 @_sensitive
@@ -208,7 +211,7 @@ class RegistrationView(View):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not keyrunes_settings.REGISTRATION_ENABLED:
-            raise Http404("Registration is off.")
+            raise Http404(gettext("Registration is off."))
         return super().dispatch(request, *args, **kwargs)
 
     def get(self, request: HttpRequest) -> HttpResponse:
@@ -248,7 +251,7 @@ class RegistrationView(View):
         )
         if user is None:
             error = login_error(request)
-            form.add_error(None, error or REGISTERED_NOT_SIGNED_IN_MESSAGE)
+            form.add_error(None, error or gettext(REGISTERED_NOT_SIGNED_IN_MESSAGE))
             return self.render(request, form)
         login(request, user, backend=backend_path)
         return HttpResponseRedirect(self.success_url(request))
@@ -264,7 +267,7 @@ class RegistrationView(View):
     def render(self, request: HttpRequest, form: KeyrunesRegistrationForm) -> HttpResponse:
         context = {
             "form": form,
-            "title": "Create an account",
+            "title": gettext("Create an account"),
             "next": request.POST.get("next") or request.GET.get("next") or "",
         }
         return render(request, self.template_name, context)

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext_lazy
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
+from keyrunes_django.credentials import USER_REFUSED
 from keyrunes_django.exceptions import InvalidToken, KeyrunesUnavailable, MirrorRefused
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
-from keyrunes_django.responses import www_authenticate
+from keyrunes_django.responses import localized, www_authenticate
 from keyrunes_django.tokens import Credential, TokenAuthenticator, get_authenticator
 from keyrunes_django.users import OrganizationUser
 
@@ -46,7 +48,7 @@ class ServiceUnavailable(exceptions.APIException):
     """Keyrunes could not be asked and no usable cached answer exists."""
 
     status_code = 503
-    default_detail = "The authentication service is unavailable; try again later."
+    default_detail = gettext_lazy("The authentication service is unavailable; try again later.")
     default_code = "keyrunes_unavailable"
 
     def __init__(self, retry_after: float | None = None) -> None:
@@ -80,11 +82,9 @@ class _KeyrunesAuthentication(BaseAuthentication):
             result = auth.finish(auth.verify(credential, django_request), django_request)
         except InvalidToken as exc:
             setattr(django_request, _FAILURE_ATTR, (exc.scheme, exc.message))
-            raise exceptions.AuthenticationFailed(exc.message, code=exc.reason) from None
+            raise exceptions.AuthenticationFailed(localized(exc.message), code=exc.reason) from None
         except MirrorRefused as exc:
-            raise exceptions.PermissionDenied(
-                "This user may not use this service.", code=exc.reason
-            ) from None
+            raise exceptions.PermissionDenied(localized(USER_REFUSED), code=exc.reason) from None
         except KeyrunesUnavailable as exc:
             if auth.fail_open(exc, django_request):
                 return None

@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import lazy
+from django.utils.translation import gettext, gettext_lazy
 from rest_framework.permissions import BasePermission, BasePermissionMetaclass
 from rest_framework.request import Request
 
@@ -40,6 +42,7 @@ from keyrunes_django import access
 if TYPE_CHECKING:
     # rest_framework.views reads DEFAULT_PERMISSION_CLASSES while it is imported,
     # so importing it here would make this module unusable in that setting.
+    from django_stubs_ext import StrOrPromise
     from rest_framework.views import APIView
 
 __all__ = [
@@ -73,7 +76,9 @@ class KeyrunesPermission(BasePermission, metaclass=_ConfigurableMeta):
     :meth:`configure_attributes`; both forms then go through the same checks.
     """
 
-    message: ClassVar[str] = "You do not have permission to perform this action."
+    message: ClassVar[StrOrPromise] = gettext_lazy(
+        "You do not have permission to perform this action."
+    )
     _derived_message: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -124,7 +129,7 @@ def _args_label(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
 class IsKeyrunesAuthenticated(KeyrunesPermission):
     """A signed-in user; with ``allow_organization=True`` an organization key too."""
 
-    message = "Authentication as a Keyrunes user is required."
+    message = gettext_lazy("Authentication as a Keyrunes user is required.")
     allow_organization: ClassVar[bool] = False
 
     @classmethod
@@ -287,10 +292,19 @@ class HasObjectPermission(HasPermission):
     object_level = True
 
 
+def _organization_message(organization_id: int) -> str:
+    text = gettext("A valid key of organization %(organization_id)s is required.")
+    return text % {"organization_id": organization_id}
+
+
+# The class's message is built once, when the class is; it is translated when shown.
+_lazy_organization_message = lazy(_organization_message, str)
+
+
 class IsOrganization(KeyrunesPermission):
     """A caller with an organization key; ``IsOrganization(2)`` pins the organization."""
 
-    message = "A valid organization key is required."
+    message = gettext_lazy("A valid organization key is required.")
     organization_id: ClassVar[int | None] = None
 
     @classmethod
@@ -303,7 +317,7 @@ class IsOrganization(KeyrunesPermission):
     def default_message(cls) -> str | None:
         if cls.organization_id is None:
             return None
-        return f"A valid key of organization {cls.organization_id} is required."
+        return _lazy_organization_message(cls.organization_id)
 
     @classmethod
     def configure_attributes(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
