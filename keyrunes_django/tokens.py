@@ -306,9 +306,10 @@ class TokenAuthenticator:
         fingerprint = _fingerprint(identity)
         if known is not None and known[0] == fingerprint:
             model, pk = known[1], known[2]
-            user = model._default_manager.filter(pk=pk).first()
-            if user is not None:
-                return user
+            try:
+                return model._default_manager.get(pk=pk)
+            except model.DoesNotExist:
+                pass  # deleted locally since: mirror again
         user = self.mirror(identity)
         self.subjects.set(subject, (fingerprint, type(user), user.pk))
         return user
