@@ -1,5 +1,5 @@
-"""Shared fixtures. The Keyrunes emulator fixtures come from the package's own plugin."""
+"""Shared fixtures. The Keyrunes emulator fixtures come from the package's own pytest plugin,
+registered through its ``pytest11`` entry point."""
 
 from __future__ import annotations
 
-pytest_plugins = ["keyrunes_django.testing.pytest_plugin"]
