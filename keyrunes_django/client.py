@@ -6,18 +6,18 @@ caller's token: each takes it as an argument.
 
 Error mapping (every failure derives from :class:`KeyrunesError`):
 
-============================================  =====================================
-what happened                                  raised
-============================================  =====================================
-401                                            :class:`AuthenticationFailed`
-403                                            :class:`PermissionDenied`
-404                                            :class:`NotFound`
-400, 422                                       :class:`ValidationFailed`
-other 4xx (405, 413, 415, ...)                 :class:`KeyrunesHTTPError`
-connect error, timeout, 5xx/429 after retries  :class:`KeyrunesUnavailable`
-500 from ``GET /api/verify-org-key``           :class:`VerifyOrgKeyDefect`
-HTML, truncated JSON, wrong types, redirects   :class:`KeyrunesProtocolError`
-============================================  =====================================
+==============================================  =====================================
+what happened                                    raised
+==============================================  =====================================
+401                                              :class:`AuthenticationFailed`
+403                                              :class:`PermissionDenied`
+404                                              :class:`NotFound`
+400, 422                                         :class:`ValidationFailed`
+other 4xx (405, 413, 415, ...)                   :class:`KeyrunesHTTPError`
+connect error, timeout, 5xx/429 after retries   :class:`KeyrunesUnavailable`
+500 from ``GET /api/verify-org-key``             :class:`VerifyOrgKeyDefect`
+HTML, truncated JSON, wrong types, redirects     :class:`KeyrunesProtocolError`
+==============================================  =====================================
 
 The exception's ``message`` is the server's own reason: ``message`` of an
 ErrorResponse body, else its ``error``, else the plain-text body (contract
