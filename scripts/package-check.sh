@@ -15,11 +15,12 @@ sdist=$(ls "$DIST"/*.tar.gz)
 wheel=$(ls "$DIST"/*.whl)
 # The sdist carries no test tree (the tests need the repository's settings and
 # services); it does carry the licence.
-if tar tzf "$sdist" | grep -E '^[^/]+/tests/'; then
+listing=$(tar tzf "$sdist")
+if grep -E '^[^/]+/tests/' <<<"$listing"; then
   echo "the sdist carries a test tree" >&2
   exit 1
 fi
-tar tzf "$sdist" | grep -qE '^[^/]+/LICENSE$' || { echo "the sdist lacks LICENSE" >&2; exit 1; }
+grep -qE '^[^/]+/LICENSE$' <<<"$listing" || { echo "the sdist lacks LICENSE" >&2; exit 1; }
 .venv/bin/python - "$wheel" <<'PY'
 import sys
 import zipfile
