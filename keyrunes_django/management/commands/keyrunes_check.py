@@ -15,6 +15,7 @@ from typing import Any
 import jwt
 from django.core.management.base import CommandError
 
+import keyrunes_django
 from keyrunes_django.conf import _unknown_key_message, keyrunes_settings
 from keyrunes_django.exceptions import (
     AuthenticationFailed,
@@ -52,6 +53,7 @@ class Command(KeyrunesCommand):
         "line is OK, WARN, FAIL or SKIP. Exits non-zero when any line is FAIL."
     )
     dry_run_help = "Check the settings only; contact no server."
+    reports_json = True
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         super().add_arguments(parser)
@@ -322,6 +324,7 @@ class Command(KeyrunesCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         self.setup(options)
         self.findings: list[Finding] = []
+        self.info(f"keyrunes-django {keyrunes_django.__version__}")
         settings_ok = self.check_settings()
         if self.dry_run:
             self.info("Dry run: no server contacted.")
@@ -342,6 +345,15 @@ class Command(KeyrunesCommand):
             f"{counts[OK]} ok, {counts[WARN]} warning(s), {counts[FAIL]} failure(s), "
             f"{counts[SKIP]} skipped."
         )
+        if self.json_output:
+            self.emit_json(
+                {
+                    "version": keyrunes_django.__version__,
+                    "dry_run": self.dry_run,
+                    "counts": counts,
+                    "findings": self.findings,
+                }
+            )
         if counts[FAIL] or (options.get("fail_on_warn") and counts[WARN]):
             raise CommandError(
                 f"Keyrunes check found {counts[FAIL]} failure(s) and {counts[WARN]} warning(s)."
