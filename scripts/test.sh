@@ -7,6 +7,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+# Each leg says which database it uses; nothing from the caller's shell decides it.
+unset KEYRUNES_TEST_DATABASE KEYRUNES_TEST_REDIS_URL PGHOST PGPORT PGUSER
 mkdir -p .run
 TIMINGS_FILE=$(mktemp .run/timings.XXXXXX)
 export TIMINGS_FILE
@@ -30,20 +32,22 @@ step "sdist + wheel" bash scripts/package-check.sh
 step "py310-dj42 (SQLite)" bash scripts/leg.sh py310-dj42 3.10 \
   "Django>=4.2,<5.0" "djangorestframework>=3.15,<3.16" "PyJWT==2.12.0" -- -q "$@"
 
-main_leg() {
+# A subshell, so the services' environment does not reach the legs after it.
+main_leg() (
   rm -f .coverage .coverage.*
   LEG_RUNNER="coverage run -p -m pytest" bash scripts/leg.sh py311-dj52 3.11 \
-    "Django>=5.2,<6.0" "djangorestframework" -- -q "$@" || return 1
-  eval "$(bash scripts/services.sh start)" || return 1
+    "Django>=5.2,<6.0" "djangorestframework" -- -q "$@" || exit 1
+  eval "$(bash scripts/services.sh start)" || exit 1
   echo "== py311-dj52 on PostgreSQL with Redis"
+  status=0
   KEYRUNES_TEST_DATABASE=postgres LEG_RUNNER="coverage run -p -m pytest" \
-    bash scripts/leg.sh py311-dj52 3.11 "Django>=5.2,<6.0" "djangorestframework" -- -q "$@"
-  local status=$?
+    bash scripts/leg.sh py311-dj52 3.11 "Django>=5.2,<6.0" "djangorestframework" -- -q "$@" ||
+    status=1
   stop_services
   .run/venvs/py311-dj52/bin/python -m coverage combine -q &&
     .run/venvs/py311-dj52/bin/python -m coverage report --fail-under=95 || status=1
-  return "$status"
-}
+  exit "$status"
+)
 step "py311-dj52 (SQLite, PostgreSQL + Redis, coverage)" main_leg "$@"
 
 step "py313-dj60 (SQLite)" bash scripts/leg.sh py313-dj60 3.13 \
