@@ -44,8 +44,11 @@ main_leg() (
     bash scripts/leg.sh py311-dj52 3.11 "Django>=5.2,<6.0" "djangorestframework" -- -q "$@" ||
     status=1
   stop_services
+  # The 95% floor holds for the whole suite; a run narrowed by pytest arguments only reports.
+  floor=95
+  [ $# -gt 0 ] && floor=0
   .run/venvs/py311-dj52/bin/python -m coverage combine -q &&
-    .run/venvs/py311-dj52/bin/python -m coverage report --fail-under=95 || status=1
+    .run/venvs/py311-dj52/bin/python -m coverage report --fail-under="$floor" || status=1
   exit "$status"
 )
 step "py311-dj52 (SQLite, PostgreSQL + Redis, coverage)" main_leg "$@"
