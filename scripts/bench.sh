@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmarks (README: `make bench`): bulk user sync, then request
+# The benchmarks (CONTRIBUTING.md: `make bench`): bulk user sync, then request
 # authentication. Extra arguments go to the request-authentication script,
 # e.g. `bash scripts/bench.sh --rounds 10 --lru-tokens 100000`.
 set -euo pipefail
