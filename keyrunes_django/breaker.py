@@ -32,7 +32,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from keyrunes_django.exceptions import CircuitOpen
 
-__all__ = ["CircuitBreaker", "CircuitOpen", "Permit", "get_breaker", "reset_breaker"]
+__all__ = ["CircuitBreaker", "Permit", "get_breaker", "reset_breaker"]
 
 logger = logging.getLogger("keyrunes_django.client")
 

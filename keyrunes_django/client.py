@@ -14,12 +14,12 @@ what happened                                    raised
 404                                              :class:`NotFound`
 400, 422                                         :class:`ValidationFailed`
 other 4xx (405, 413, 415, ...)                   :class:`KeyrunesHTTPError`
-connect error, timeout, 5xx/429 after retries    :class:`KeyrunesUnavailable`
-deadline missed                                  :class:`KeyrunesUnavailable`
-circuit breaker open (no request sent)           :class:`CircuitOpen`
-500 from ``GET /api/verify-org-key``             :class:`VerifyOrgKeyDefect`
-HTML, truncated JSON, wrong types, redirects     :class:`KeyrunesProtocolError`
-body over the size limit, JSON nested too deep   :class:`KeyrunesProtocolError`
+connect error, timeout, 5xx/429 after retries   :class:`KeyrunesUnavailable`
+deadline missed                                 :class:`KeyrunesUnavailable`
+circuit breaker open (no request sent)          :class:`CircuitOpen`
+500 from ``GET /api/verify-org-key``            :class:`VerifyOrgKeyDefect`
+HTML, truncated JSON, wrong types, redirects    :class:`KeyrunesProtocolError`
+body over the size limit, JSON nested too deep  :class:`KeyrunesProtocolError`
 ==============================================  =====================================
 
 The exception's ``message`` is the server's own reason: ``message`` of an
@@ -82,7 +82,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from requests.adapters import HTTPAdapter
 
-from keyrunes_django import __version__, signals
+from keyrunes_django import signals
 from keyrunes_django.breaker import CLOSED, CircuitBreaker, get_breaker, reset_breaker
 from keyrunes_django.exceptions import (
     AuthenticationFailed,
@@ -132,6 +132,7 @@ from keyrunes_django.schemas import (
     UpdateUserRequest,
     User,
 )
+from keyrunes_django.version import __version__
 
 __all__ = [
     "MAX_JSON_DEPTH",

@@ -4,17 +4,18 @@ When ``prometheus_client`` is installed, :func:`connect_metrics` (called from
 the app's ``ready()``) registers these metrics in its default registry and
 connects one receiver per signal:
 
-=======================================  ==============================  ====================
-metric                                   labels                          signal
-=======================================  ==============================  ====================
-``keyrunes_verifications_total``         ``kind``, ``source``            ``credential_verified``
-``keyrunes_cache_hits_total``            ``kind``, ``layer``             ``cache_hit``
-``keyrunes_cache_misses_total``          ``kind``                        ``cache_miss``
-``keyrunes_remote_calls_total``          ``operation``, ``outcome``      ``remote_call``
-``keyrunes_remote_call_seconds``         ``operation``                   ``remote_call``
-``keyrunes_outages_total``               ``operation``, ``served_stale`` ``auth_service_error``
-``keyrunes_refusals_total``              ``reason``                      ``credential_rejected``
-=======================================  ==============================  ====================
+=======================================  ================================  =========================
+metric                                   labels                            signal
+=======================================  ================================  =========================
+``keyrunes_verifications_total``         ``kind``, ``source``              ``credential_verified``
+``keyrunes_cache_hits_total``            ``kind``, ``layer``               ``cache_hit``
+``keyrunes_cache_misses_total``          ``kind``                          ``cache_miss``
+``keyrunes_remote_calls_total``          ``operation``, ``outcome``        ``remote_call``
+``keyrunes_remote_call_seconds``         ``operation``                     ``remote_call``
+``keyrunes_outages_total``               ``operation``, ``served_stale``   ``auth_service_error``
+``keyrunes_refusals_total``              ``reason``                        ``credential_rejected``
+``keyrunes_warm_answers_total``          (none)                            (read when scraped)
+=======================================  ================================  =========================
 
 Any exporter of the default registry serves them (django-prometheus'
 ``/metrics``, or :func:`metrics_view`). Label values are short codes; any

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmarks (README: `make bench`): bulk user sync, its scaling curve
+# The benchmarks (CONTRIBUTING.md: `make bench`): bulk user sync, its scaling curve
 # (short: 2k and 10k users; the full curve is 10k/50k/100k), then request
 # authentication. Extra arguments go to the request-authentication script,
 # e.g. `bash scripts/bench.sh --rounds 10 --lru-tokens 100000`.

@@ -2,6 +2,7 @@
 # `make demo`: the example project against a seeded Keyrunes emulator.
 #
 #   make demo                         # emulator on a free loopback port + site on 127.0.0.1:8000
+#                                     # (or a free port when 8000 is taken)
 #   DEMO_PORT=8080 make demo          # another port for the site
 #   KEYRUNES_URL=https://kr.example make demo   # a real Keyrunes instead of the emulator
 #                                     # (also set KEYRUNES_JWT_SECRET / KEYRUNES_ORGANIZATION_KEY if you have them)
@@ -10,9 +11,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+source scripts/lib.sh
 PY="$ROOT/.venv/bin/python"
 RUN="$ROOT/.run"
-DEMO_PORT="${DEMO_PORT:-8000}"
+if [ -z "${DEMO_PORT:-}" ]; then
+  DEMO_PORT=8000
+  # Another demo (or anything else) has 8000: take a free port rather than fail.
+  if ! python3 -c 'import socket; socket.create_server(("127.0.0.1", 8000)).close()' 2>/dev/null; then
+    DEMO_PORT=$(free_port)
+    echo "Port 8000 is taken; the site uses $DEMO_PORT."
+  fi
+fi
 mkdir -p "$RUN"
 
 # A fresh machine gets the virtualenv; an existing one that already works is left alone.

@@ -1,4 +1,5 @@
-"""Shared fixtures. The Keyrunes emulator fixtures come from the package's own plugin.
+"""Shared fixtures. The Keyrunes emulator fixtures come from the package's own pytest plugin,
+registered through its ``pytest11`` entry point.
 
 Opt-in fixtures (none is autouse, so other test files are unaffected):
 
@@ -21,8 +22,6 @@ from typing import Any
 import pytest
 
 from tests.factories import local_settings, service_account
-
-pytest_plugins = ["keyrunes_django.testing.pytest_plugin"]
 
 
 @pytest.fixture

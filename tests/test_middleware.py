@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest, JsonResponse
 from django.test import AsyncClient, Client
@@ -66,8 +66,26 @@ def whoami(request: HttpRequest) -> JsonResponse:
     return JsonResponse(_describe(request))
 
 
+async def current_user(request: HttpRequest) -> Any:
+    """``await request.auser()`` where Django sets it for every request (5.0+).
+
+    Django 4.2 has ``auser`` only where our middleware set it; otherwise the
+    lazy session user is resolved in a worker thread, as 4.2 requires.
+    """
+    auser = getattr(request, "auser", None)
+    if auser is not None:
+        return await auser()
+
+    def resolved_user() -> Any:
+        user = request.user
+        _ = user.is_authenticated  # loads the lazy user here, off the event loop
+        return user
+
+    return await sync_to_async(resolved_user)()
+
+
 async def awhoami(request: HttpRequest) -> JsonResponse:
-    user = await request.auser()  # type: ignore[attr-defined]
+    user = await current_user(request)
     data = {
         "user": _user_name(user),
         "kind": type(request.keyrunes).__name__  # type: ignore[attr-defined]

@@ -6,15 +6,24 @@ Needs the ``testing`` extra (Werkzeug)::
 
     with KeyrunesEmulator(superadmin=("admin@example.com", "Admin123")) as kr:
         kr.base_url
-
-Names are imported on first use, so that importing a submodule (such as the
-pytest plugin) loads neither Werkzeug nor Django.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from keyrunes_django.testing.factories import (
+    group_payload,
+    login_payload,
+    organization_payload,
+    policy_payload,
+    register_payload,
+    strong_password,
+    unique_email,
+    unique_namespace,
+    unique_username,
+    user_payload,
+)
 
 if TYPE_CHECKING:
     from keyrunes_django.testing.emulator import (
@@ -25,42 +34,45 @@ if TYPE_CHECKING:
         KeyrunesEmulator,
         build_state,
     )
-    from keyrunes_django.testing.factories import (
-        group_payload,
-        login_payload,
-        organization_payload,
-        policy_payload,
-        register_payload,
-        strong_password,
-        unique_email,
-        unique_namespace,
-        unique_username,
-        user_payload,
-    )
     from keyrunes_django.testing.faults import Fault, FaultInjector
     from keyrunes_django.testing.state import EmulatorError
 
-_HOMES = {
+EXTRA_HINT = 'The Keyrunes emulator needs Werkzeug: pip install "keyrunes-django[testing]"'
+
+#: Names served on first use, from the module that needs Werkzeug (or not).
+_LAZY = {
     "EmulatedGroup": "emulator",
     "EmulatedOrganization": "emulator",
     "EmulatedPolicy": "emulator",
     "EmulatedUser": "emulator",
     "KeyrunesEmulator": "emulator",
     "build_state": "emulator",
-    "group_payload": "factories",
-    "login_payload": "factories",
-    "organization_payload": "factories",
-    "policy_payload": "factories",
-    "register_payload": "factories",
-    "strong_password": "factories",
-    "unique_email": "factories",
-    "unique_namespace": "factories",
-    "unique_username": "factories",
-    "user_payload": "factories",
     "Fault": "faults",
     "FaultInjector": "faults",
     "EmulatorError": "state",
 }
+
+
+def require_werkzeug() -> None:
+    """Raise an ImportError naming the ``testing`` extra when Werkzeug is missing."""
+    try:
+        import werkzeug  # noqa: F401
+    except ImportError:
+        raise ImportError(EXTRA_HINT) from None
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing this package (e.g. for the pytest plugin or the
+    # factories) works without the extra; the emulator itself names the extra.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keyrunes_django.testing' has no attribute {name!r}")
+    if module == "emulator":
+        require_werkzeug()
+    from importlib import import_module
+
+    return getattr(import_module(f"keyrunes_django.testing.{module}"), name)
+
 
 __all__ = [
     "EmulatedGroup",
@@ -83,12 +95,3 @@ __all__ = [
     "unique_username",
     "user_payload",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'keyrunes_django.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"keyrunes_django.testing.{home}"), name)
-    globals()[name] = value
-    return value

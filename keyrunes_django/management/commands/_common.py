@@ -8,11 +8,13 @@ is a terminal or the run is long. Every failure becomes a
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import textwrap
 import time
 from argparse import ArgumentParser, ArgumentTypeError, RawDescriptionHelpFormatter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import jwt
@@ -41,6 +43,9 @@ class KeyrunesCommand(BaseCommand):
     dry_run_help = "Show what would change without writing anything."
     verbosity = 1
     dry_run = False
+    #: Reporting commands set this: they get ``--format json``.
+    reports_json = False
+    json_output = False
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
@@ -59,9 +64,19 @@ class KeyrunesCommand(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--dry-run", action="store_true", help=self.dry_run_help)
+        if self.reports_json:
+            parser.add_argument(
+                "--format",
+                choices=("text", "json"),
+                default="text",
+                help="text (default): lines for people; json: one JSON document on stdout "
+                "and nothing else there (errors still go to stderr).",
+            )
 
     def setup(self, options: dict[str, Any]) -> None:
-        self.verbosity = int(options.get("verbosity", 1))
+        self.json_output = options.get("format") == "json"
+        # In JSON mode stdout carries the document only.
+        self.verbosity = 0 if self.json_output else int(options.get("verbosity", 1))
         self.dry_run = bool(options.get("dry_run", False))
         self._progress_shown = False
         self._last_progress = 0.0
@@ -110,6 +125,10 @@ class KeyrunesCommand(BaseCommand):
         else:
             self.stderr.write(line)
         self._progress_shown = True
+
+    def emit_json(self, document: Mapping[str, Any]) -> None:
+        """Write ``document`` to stdout as JSON (``--format json``)."""
+        self.stdout.write(json.dumps(json_data(document), indent=2, sort_keys=True))
 
     # ------------------------------------------------------- service account
 
@@ -194,6 +213,7 @@ class SyncCommand(KeyrunesCommand):
 
     #: What is listed ("users", "groups"), for messages.
     noun = ""
+    reports_json = True
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         super().add_arguments(parser)
@@ -249,6 +269,29 @@ class SyncCommand(KeyrunesCommand):
             self.detail(("would " if self.dry_run else "") + line)
         self.debug(f"{len(connection.queries) - before} database queries (with DEBUG=True).")
         self.info(report.summary())
+        if self.json_output:
+            self.emit_json(
+                {"namespace": namespace, "organization_id": organization_id, "report": report}
+            )
+
+
+def json_data(value: Any) -> Any:
+    """``value`` as plain JSON types: dataclasses and mappings become objects.
+
+    Not :func:`dataclasses.asdict`, which rebuilds a ``Counter`` from pairs and
+    so counts the pairs instead of keeping the counts.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: json_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): json_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_data(item) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(json_data(item) for item in value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
 
 
 def token_claims(token: str) -> dict[str, Any]:

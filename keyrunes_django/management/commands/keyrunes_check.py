@@ -21,6 +21,7 @@ from keyrunes_django.exceptions import (
 )
 from keyrunes_django.management.commands._common import SERVICE_ACCOUNT_SETTING, KeyrunesCommand
 from keyrunes_django.verification import verify_signature
+from keyrunes_django.version import __version__
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 #: Local verification refuses tokens whose iat is ahead by more than the leeway.
@@ -48,6 +49,7 @@ class Command(KeyrunesCommand):
         "line is OK, WARN, FAIL or SKIP. Exits non-zero when any line is FAIL."
     )
     dry_run_help = "Check the settings only; contact no server."
+    reports_json = True
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         super().add_arguments(parser)
@@ -348,6 +350,7 @@ class Command(KeyrunesCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         self.setup(options)
         self.findings: list[Finding] = []
+        self.info(f"keyrunes-django {__version__}")
         settings_ok = self.check_settings()
         if settings_ok:
             self.check_breaker()
@@ -370,6 +373,15 @@ class Command(KeyrunesCommand):
             f"{counts[OK]} ok, {counts[WARN]} warning(s), {counts[FAIL]} failure(s), "
             f"{counts[SKIP]} skipped."
         )
+        if self.json_output:
+            self.emit_json(
+                {
+                    "version": __version__,
+                    "dry_run": self.dry_run,
+                    "counts": counts,
+                    "findings": self.findings,
+                }
+            )
         if counts[FAIL] or (options.get("fail_on_warn") and counts[WARN]):
             raise CommandError(
                 f"Keyrunes check found {counts[FAIL]} failure(s) and {counts[WARN]} warning(s)."

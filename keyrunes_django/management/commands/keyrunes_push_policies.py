@@ -20,6 +20,7 @@ class Command(KeyrunesCommand):
         "item that differs from the server is reported and makes the command exit non-zero."
     )
     dry_run_help = "Only show the differences; create nothing."
+    reports_json = True
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         super().add_arguments(parser)
@@ -52,6 +53,7 @@ class Command(KeyrunesCommand):
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
         undeclared = len(diff.undeclared)
+        applied = None
         if self.dry_run or not diff.missing:
             self._show(diff.format_report())
             failed = 0
@@ -64,6 +66,7 @@ class Command(KeyrunesCommand):
             except KeyrunesError as exc:
                 raise self.admin_error("Creating groups and policies", exc) from exc
             self._show(report.format_report())
+            applied = report
             failed = len(report.failed)
             changed = len(diff.changed)
         problems = []
@@ -76,6 +79,8 @@ class Command(KeyrunesCommand):
             )
         if undeclared and options.get("fail_on_undeclared"):
             problems.append(f"{undeclared} item(s) on the server are not declared")
+        if self.json_output:
+            self.emit_json({"dry_run": self.dry_run, "diff": diff, "applied": applied})
         if problems:
             raise CommandError("; ".join(problems) + ".")
 

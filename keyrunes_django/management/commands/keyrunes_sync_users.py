@@ -60,5 +60,9 @@ class Command(SyncCommand):
             dry_run=self.dry_run,
             progress=self.progress,
             # Printed as they come, not kept: memory stays flat on large listings.
-            on_item=lambda line: self.detail(("would " if self.dry_run else "") + line),
+            # Lines go out as they come (memory stays flat), except for a JSON
+            # report, which lists them.
+            on_item=None
+            if self.json_output
+            else lambda line: self.detail(("would " if self.dry_run else "") + line),
         )
