@@ -33,10 +33,19 @@ from keyrunes_django.testing import KeyrunesEmulator  # noqa: E402
 
 
 def prepare_database(services: Services) -> list[str]:
-    env = {**os.environ, **services.env(), "DJANGO_SETTINGS_MODULE": "benchproject.settings",
-           "BENCH_JWT_SECRET": harness.SECRET}
-    done = subprocess.run([PY, str(HERE / "setup_db.py"), str(harness.TOKENS)], env=env,
-                          capture_output=True, text=True, cwd=str(HERE))
+    env = {
+        **os.environ,
+        **services.env(),
+        "DJANGO_SETTINGS_MODULE": "benchproject.settings",
+        "BENCH_JWT_SECRET": harness.SECRET,
+    }
+    done = subprocess.run(
+        [PY, str(HERE / "setup_db.py"), str(harness.TOKENS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=str(HERE),
+    )
     if done.returncode != 0:
         raise RuntimeError(f"database setup failed:\n{done.stderr[-3000:]}")
     return ["Bearer " + t for t in json.loads(done.stdout)["simplejwt"]]
@@ -64,19 +73,23 @@ def per_server(bench: harness.Bench, kind: str) -> dict[str, Any]:
         out["calls_elapsed"] = time.monotonic() - started
         out["stampede"] = bench.stampede(server)
         out["remote_cold"] = bench.cold(server)
+        log(f"{kind}: remote mode done ({time.monotonic() - step:.0f} s)")
+        out["faults"] = [bench.fault_scenario(kind, "outage, defaults", "outage", server)]
     finally:
         server.stop()
-    log(f"{kind}: remote mode done ({time.monotonic() - step:.0f} s)")
     scenarios: list[tuple[str, str, dict[str, Any]]] = [
-        ("outage, defaults", "outage", {}),
         ("outage, stale entries (CACHE_TTL=5)", "outage", {"CACHE_TTL": 5}),
         (f"slow Keyrunes ({bench.plan.slow_delay:g} s), defaults", "slow", {}),
     ]
     if bench.plan.full:
         scenarios.append(("outage, RETRIES=0", "outage", {"RETRIES": 0}))
-        scenarios.append((f"slow ({bench.plan.slow_delay:g} s), stale entries (CACHE_TTL=5)", "slow",
-                          {"CACHE_TTL": 5}))
-    out["faults"] = []
+        scenarios.append(
+            (
+                f"slow ({bench.plan.slow_delay:g} s), stale entries (CACHE_TTL=5)",
+                "slow",
+                {"CACHE_TTL": 5},
+            )
+        )
     for name, fault, settings in scenarios:
         step = time.monotonic()
         out["faults"].append(bench.fault_scenario(kind, name, fault, **settings))
@@ -116,10 +129,12 @@ def main() -> int:
         emulator.stop()
         services.stop()
 
-    print(f"\nkeyrunes-django under real servers ({'full' if plan.full else 'short'} run, "
-          f"{time.monotonic() - started:.0f} s; Python {sys.version.split()[0]}; "
-          f"{'PostgreSQL + Redis' if services.available else 'SQLite + LocMem'}; "
-          f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: ratios, not absolute figures)")
+    print(
+        f"\nkeyrunes-django under real servers ({'full' if plan.full else 'short'} run, "
+        f"{time.monotonic() - started:.0f} s; Python {sys.version.split()[0]}; "
+        f"{'PostgreSQL + Redis' if services.available else 'SQLite + LocMem'}; "
+        f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: ratios, not absolute figures)"
+    )
     report.warm_table(results)
     report.cold_table(results)
     report.calls_table(results)

@@ -8,4 +8,6 @@ if [ ! -x .venv/bin/python ]; then
   bash scripts/bootstrap.sh
 fi
 .venv/bin/python benchmarks/bench_sync_users.py  # bulk user sync vs one by one (>= 10x)
+.venv/bin/python -c "import gunicorn, uvicorn, mozilla_django_oidc, psycopg_pool" 2>/dev/null || .venv/bin/pip install -q -e ".[bench]"
+.venv/bin/python benchmarks/bench_servers.py ${BENCH_SERVERS_ARGS:-}  # real servers; BENCH_SERVERS_ARGS=--full for the long run
 exec .venv/bin/python benchmarks/bench_request_auth.py "$@"

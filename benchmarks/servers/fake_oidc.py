@@ -6,6 +6,7 @@ anything else 401. Prints its base URL once listening (loopback, a free port).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -40,10 +41,8 @@ def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     print(f"http://127.0.0.1:{server.server_port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

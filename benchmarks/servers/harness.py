@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra import Server, Services, run_load
+from infra import Server, Services, run_arms, run_load
 
 from keyrunes_django.testing import KeyrunesEmulator
 
@@ -29,18 +29,27 @@ class Plan:
     full: bool
     servers: tuple[str, ...] = ("gunicorn", "uvicorn")
     rounds: int = 1
-    warm_seconds: float = 1.5
-    fault_seconds: float = 5.0
-    slow_seconds: float = 14.0
+    warm_seconds: float = 1.6  # per variant, in slices taking turns
+    fault_seconds: float = 3.0
+    slow_seconds: float = 13.0
     slow_delay: float = 12.0
-    memory_points: tuple[int, ...] = (0, 1000, 3000)
+    memory_points: tuple[int, ...] = (0, 1000, 2000)
+    #: How many times warm-up sends each known token (both workers should see most).
+    warm_up_passes: int = 1
 
     @classmethod
     def make(cls, full: bool) -> Plan:
         if not full:
             return cls(full=False)
-        return cls(full=True, rounds=3, warm_seconds=5.0, fault_seconds=15.0,
-                   slow_seconds=30.0, memory_points=(0, 1000, 10_000))
+        return cls(
+            full=True,
+            rounds=3,
+            warm_seconds=6.0,
+            fault_seconds=15.0,
+            slow_seconds=30.0,
+            memory_points=(0, 1000, 10_000),
+            warm_up_passes=4,
+        )
 
 
 @dataclass
@@ -67,64 +76,112 @@ class Bench:
         for _ in range(n):
             self.cold_serial += 1
             user = self.users[self.cold_serial % TOKENS]
-            out.append("Bearer " + self.emulator.issue_token(user, issued_at=now - 1 - self.cold_serial // TOKENS))
+            out.append(
+                "Bearer "
+                + self.emulator.issue_token(user, issued_at=now - 1 - self.cold_serial // TOKENS)
+            )
         return out
 
     def server(self, kind: str, mode: str, workers: int = 2, **keyrunes: Any) -> Server:
         import json
 
         self.services.flush_cache()
-        env = {**self.services.env(), "BENCH_KEYRUNES_URL": self.emulator.base_url,
-               "BENCH_KEYRUNES_MODE": mode, "BENCH_JWT_SECRET": SECRET,
-               "BENCH_OIDC_URL": self.oidc_url, "BENCH_KEYRUNES": json.dumps(keyrunes)}
+        env = {
+            **self.services.env(),
+            "BENCH_KEYRUNES_URL": self.emulator.base_url,
+            "BENCH_KEYRUNES_MODE": mode,
+            "BENCH_JWT_SECRET": SECRET,
+            "BENCH_OIDC_URL": self.oidc_url,
+            "BENCH_KEYRUNES": json.dumps(keyrunes),
+        }
         return Server(kind, env, workers=workers).start()
 
     def warm_up(self, server: Server, keyrunes: bool = True, peers: bool = False) -> None:
         """Every known token through the server a few times, so each worker has seen most."""
-        headers = self.known * 4
+        headers = self.known * self.plan.warm_up_passes
         random.Random(7).shuffle(headers)
-        run_load(server, "/open/", [{"name": "w", "headers": [""], "pick": "hot"}],
-                 concurrency=8, duration=1.0, max_requests=400)
+        run_load(
+            server,
+            "/open/",
+            [{"name": "w", "headers": [""], "pick": "hot"}],
+            concurrency=8,
+            duration=1.0,
+            max_requests=400,
+        )
         if keyrunes:
-            run_load(server, "/keyrunes/", [{"name": "w", "headers": headers, "pick": "unique"}],
-                     concurrency=8, duration=120, max_requests=len(headers))
+            run_load(
+                server,
+                "/keyrunes/",
+                [{"name": "w", "headers": headers, "pick": "unique"}],
+                concurrency=8,
+                duration=120,
+                max_requests=len(headers),
+            )
         if peers:
-            for path, pool in (("/simplejwt/", self.simplejwt_headers), ("/oidc/", self.oidc_headers)):
-                run_load(server, path, [{"name": "w", "headers": pool, "pick": "zipf"}],
-                         concurrency=8, duration=1.0, max_requests=2000)
+            for path, pool in (
+                ("/simplejwt/", self.simplejwt_headers),
+                ("/oidc/", self.oidc_headers),
+            ):
+                run_load(
+                    server,
+                    path,
+                    [{"name": "w", "headers": pool, "pick": "zipf"}],
+                    concurrency=8,
+                    duration=1.0,
+                    max_requests=2000,
+                )
 
     def pools_for(self, variant: str, dist: str) -> list[dict[str, Any]]:
-        headers = {"simplejwt": self.simplejwt_headers, "oidc": self.oidc_headers}.get(variant, self.known)
+        headers = {"simplejwt": self.simplejwt_headers, "oidc": self.oidc_headers}.get(
+            variant, self.known
+        )
         return [{"name": "main", "headers": headers, "pick": dist}]
 
     # ---------------------------------------------------------------- warm path
 
-    def warm_matrix(self, server: Server, variants: list[str]) -> dict[tuple[int, str, str], list[dict[str, Any]]]:
-        """Every (connections, distribution, variant), interleaved in shuffled order per round."""
+    def warm_matrix(
+        self, server: Server, variants: list[str]
+    ) -> dict[tuple[int, str, str], list[dict[str, Any]]]:
+        """Every (connections, distribution): the variants take turns in short slices."""
         samples: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
-        rng = random.Random(11)
-        for _ in range(self.plan.rounds):
+        for round_no in range(self.plan.rounds):
             for conns in (8, 32):
                 for dist in ("hot", "zipf"):
-                    order = list(variants)
-                    rng.shuffle(order)
-                    for variant in order:
-                        path = "/open/" if variant == "open" else f"/{variant}/"
-                        result = run_load(server, path, self.pools_for(variant, dist), concurrency=conns,
-                                          duration=self.plan.warm_seconds, max_requests=200_000)
-                        samples.setdefault((conns, dist, variant), []).append(result["pools"]["main"])
+                    arms = [
+                        {
+                            "name": v,
+                            "path": "/open/" if v == "open" else f"/{v}/",
+                            "pools": self.pools_for(v, dist),
+                        }
+                        for v in variants
+                    ]
+                    out = run_arms(
+                        server,
+                        arms,
+                        concurrency=conns,
+                        seconds=self.plan.warm_seconds,
+                        seed=round_no + 1,
+                    )
+                    for variant in variants:
+                        samples.setdefault((conns, dist, variant), []).append(out[variant])
         return samples
 
-    def cold(self, server: Server) -> dict[str, Any]:
+    def cold(self, server: Server) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
         """First requests with never-seen tokens vs the open view: 8 connections, and one."""
-        out: dict[str, Any] = {}
-        for conns, seconds in ((8, self.plan.warm_seconds * 2), (1, self.plan.warm_seconds * 2)):
-            open_run = run_load(server, "/open/", [{"name": "main", "headers": self.known, "pick": "zipf"}],
-                                concurrency=conns, duration=seconds, max_requests=100_000)
-            cold_run = run_load(server, "/keyrunes/",
-                                [{"name": "main", "headers": self.fresh_tokens(4000), "pick": "unique"}],
-                                concurrency=conns, duration=seconds, max_requests=4000)
-            out[conns] = (open_run["pools"]["main"], cold_run["pools"]["main"])
+        out = {}
+        for conns in (8, 1):
+            arms = [
+                {"name": "open", "path": "/open/", "pools": self.pools_for("open", "zipf")},
+                {
+                    "name": "cold",
+                    "path": "/keyrunes/",
+                    "pools": [
+                        {"name": "main", "headers": self.fresh_tokens(4000), "pick": "unique"}
+                    ],
+                },
+            ]
+            result = run_arms(server, arms, concurrency=conns, seconds=self.plan.warm_seconds)
+            out[conns] = (result["open"], result["cold"])
         return out
 
     # ------------------------------------------------------------ remote calls
@@ -134,8 +191,14 @@ class Bench:
         calls = []
         for header in self.fresh_tokens(tokens):
             before = self.emulator.requests_to(ME)
-            result = run_load(server, "/keyrunes/", [{"name": "main", "headers": [header], "pick": "hot"}],
-                              concurrency=32, duration=10, max_requests=32)
+            result = run_load(
+                server,
+                "/keyrunes/",
+                [{"name": "main", "headers": [header], "pick": "hot"}],
+                concurrency=32,
+                duration=10,
+                max_requests=32,
+            )
             assert result["pools"]["main"]["statuses"].get("200") == 32, result
             calls.append(self.emulator.requests_to(ME) - before)
         return statistics.mean(calls)
@@ -149,16 +212,30 @@ class Bench:
             {"name": "new", "headers": self.fresh_tokens(3000), "pick": "unique", "weight": 0.1},
         ]
         timeouts = server.worker_timeouts()
-        result = run_load(server, "/keyrunes/", pools, concurrency=8, duration=seconds,
-                          max_requests=500_000, timeout=45, seed=seed)
+        result = run_load(
+            server,
+            "/keyrunes/",
+            pools,
+            concurrency=8,
+            duration=seconds,
+            max_requests=500_000,
+            timeout=45,
+            seed=seed,
+        )
         result["worker_timeouts"] = server.worker_timeouts() - timeouts
         return result
 
-    def fault_scenario(self, kind: str, name: str, fault: str, **keyrunes: Any) -> dict[str, Any]:
-        """before -> fault (emulator stopped, or slow) -> recovered, on one fresh server."""
-        server = self.server(kind, "remote", **keyrunes)
-        try:
+    def fault_scenario(
+        self, kind: str, name: str, fault: str, server: Server | None = None, **keyrunes: Any
+    ) -> dict[str, Any]:
+        """before -> fault (emulator stopped, or slow) -> recovered, on one server.
+
+        A fresh one with ``keyrunes`` settings, or ``server`` (warm, default settings).
+        """
+        if server is None:
+            server = self.server(kind, "remote", **keyrunes)
             self.warm_up(server)
+        try:
             if keyrunes.get("CACHE_TTL"):
                 time.sleep(float(keyrunes["CACHE_TTL"]))  # every known entry is stale now
             before = self.fault_phase(server, self.plan.fault_seconds, 1)
@@ -177,8 +254,14 @@ class Bench:
             stats = server.log_text()
         finally:
             server.stop()
-        return {"name": name, "before": before, "during": during, "after": after,
-                "tracebacks": stats.count("Traceback"), "log": server.log_path}
+        return {
+            "name": name,
+            "before": before,
+            "during": during,
+            "after": after,
+            "tracebacks": stats.count("Traceback"),
+            "log": server.log_path,
+        }
 
     # ------------------------------------------------------------------ memory
 
@@ -188,16 +271,28 @@ class Bench:
         points = []
         try:
             self.warm_up(server, keyrunes=False)
-            run_load(server, "/keyrunes/", [{"name": "w", "headers": self.known[:50], "pick": "unique"}],
-                     concurrency=4, duration=30, max_requests=50)
+            run_load(
+                server,
+                "/keyrunes/",
+                [{"name": "w", "headers": self.known[:50], "pick": "unique"}],
+                concurrency=4,
+                duration=30,
+                max_requests=50,
+            )
             from infra import get_json
 
             filled = 0
             for target in self.plan.memory_points:
                 headers = self.synthetic_tokens(filled, target - filled)
                 if headers:
-                    result = run_load(server, "/keyrunes/", [{"name": "m", "headers": headers, "pick": "unique"}],
-                                      concurrency=8, duration=600, max_requests=len(headers))
+                    result = run_load(
+                        server,
+                        "/keyrunes/",
+                        [{"name": "m", "headers": headers, "pick": "unique"}],
+                        concurrency=8,
+                        duration=600,
+                        max_requests=len(headers),
+                    )
                     bad = {k: v for k, v in result["pools"]["m"]["statuses"].items() if k != "200"}
                     if bad:
                         raise RuntimeError(f"memory fill got {bad}")
@@ -214,10 +309,21 @@ class Bench:
 
         now = int(time.time())
         return [
-            "Bearer " + jwt.encode(
-                {"sub": str(900_000 + i), "email": f"m{i}@bench.test", "username": f"mem{i}",
-                 "groups": ["users"], "namespace": "public", "organization_id": 1,
-                 "iat": now, "exp": now + 3600, "iss": "keyrunes"},
-                SECRET, algorithm="HS256")
+            "Bearer "
+            + jwt.encode(
+                {
+                    "sub": str(900_000 + i),
+                    "email": f"m{i}@bench.test",
+                    "username": f"mem{i}",
+                    "groups": ["users"],
+                    "namespace": "public",
+                    "organization_id": 1,
+                    "iat": now,
+                    "exp": now + 3600,
+                    "iss": "keyrunes",
+                },
+                SECRET,
+                algorithm="HS256",
+            )
             for i in range(start, start + n)
         ]

@@ -66,7 +66,9 @@ class Services:
 
     def env(self) -> dict[str, str]:
         if not self.available:
-            return {"BENCH_SQLITE_PATH": str(Path(tempfile.gettempdir()) / "keyrunes-bench.sqlite3")}
+            return {
+                "BENCH_SQLITE_PATH": str(Path(tempfile.gettempdir()) / "keyrunes-bench.sqlite3")
+            }
         return {
             "BENCH_PG_PORT": str(self.pg_port),
             "BENCH_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
@@ -77,7 +79,13 @@ class Services:
             import psycopg
             import redis
 
-            psycopg.connect(host="127.0.0.1", port=self.pg_port, user="postgres", dbname="postgres", connect_timeout=2).close()
+            psycopg.connect(
+                host="127.0.0.1",
+                port=self.pg_port,
+                user="postgres",
+                dbname="postgres",
+                connect_timeout=2,
+            ).close()
             redis.Redis(port=self.redis_port, socket_timeout=2).ping()
         except Exception:
             return False
@@ -87,7 +95,10 @@ class Services:
         if not self._reachable():
             env = {**os.environ, "PG_PORT": str(self.pg_port), "REDIS_PORT": str(self.redis_port)}
             run = subprocess.run(
-                ["bash", str(ROOT / "scripts/services.sh"), "start"], env=env, capture_output=True, text=True
+                ["bash", str(ROOT / "scripts/services.sh"), "start"],
+                env=env,
+                capture_output=True,
+                text=True,
             )
             self.started_here = run.returncode == 0
             if not self.started_here or not self._reachable():
@@ -107,7 +118,9 @@ class Services:
         with psycopg.connect(
             host="127.0.0.1", port=self.pg_port, user="postgres", dbname="postgres", autocommit=True
         ) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'keyrunes_bench'").fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = 'keyrunes_bench'"
+            ).fetchone()
             if not exists:
                 conn.execute("CREATE DATABASE keyrunes_bench")
 
@@ -120,7 +133,9 @@ class Services:
     def stop(self) -> None:
         if self.started_here:
             env = {**os.environ, "PG_PORT": str(self.pg_port), "REDIS_PORT": str(self.redis_port)}
-            subprocess.run(["bash", str(ROOT / "scripts/services.sh"), "stop"], env=env, capture_output=True)
+            subprocess.run(
+                ["bash", str(ROOT / "scripts/services.sh"), "stop"], env=env, capture_output=True
+            )
 
 
 @dataclass
@@ -132,17 +147,50 @@ class Server:
     workers: int = 2
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="bench-server-", suffix=".log")[1]))
+    log_path: Path = field(
+        default_factory=lambda: Path(tempfile.mkstemp(prefix="bench-server-", suffix=".log")[1])
+    )
 
     def command(self) -> list[str]:
         bind = ["127.0.0.1", str(self.port)]
         if self.kind == "gunicorn":
-            return [PY, "-m", "gunicorn", "--chdir", str(HERE), "-w", str(self.workers),
-                    "-b", ":".join(bind), "--timeout", "30", "--graceful-timeout", "3",
-                    "--backlog", "512", "benchproject.wsgi:application"]
-        return [PY, "-m", "uvicorn", "--app-dir", str(HERE), "--host", bind[0], "--port", bind[1],
-                "--workers", str(self.workers), "--no-access-log", "--log-level", "warning",
-                "--backlog", "512", "benchproject.asgi:application"]
+            return [
+                PY,
+                "-m",
+                "gunicorn",
+                "--chdir",
+                str(HERE),
+                "-w",
+                str(self.workers),
+                "-b",
+                ":".join(bind),
+                "--timeout",
+                "30",
+                "--graceful-timeout",
+                "3",
+                "--backlog",
+                "512",
+                "benchproject.wsgi:application",
+            ]
+        return [
+            PY,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(HERE),
+            "--host",
+            bind[0],
+            "--port",
+            bind[1],
+            "--workers",
+            str(self.workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "512",
+            "benchproject.asgi:application",
+        ]
 
     def start(self) -> Server:
         self.port = free_port()
@@ -150,7 +198,9 @@ class Server:
         if self.kind == "uvicorn":
             env["BENCH_DB_POOL"] = "1"
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), env=env, stdout=log, stderr=log, cwd=str(HERE))
+            self.proc = subprocess.Popen(
+                self.command(), env=env, stdout=log, stderr=log, cwd=str(HERE)
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -172,7 +222,9 @@ class Server:
             return []
         pids = children_of(self.proc.pid)
         # uvicorn's spawn start method adds a resource tracker, which serves no request.
-        return [p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+        return [
+            p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
 
     def worker_rss(self) -> list[int]:
         return [rss_of(pid) for pid in self.worker_pids()]
@@ -199,23 +251,82 @@ class Server:
         self.proc = None
 
 
-def run_load(server: Server, path: str, pools: list[dict[str, Any]], *, concurrency: int,
-             duration: float, max_requests: int, timeout: float = 45.0, seed: int = 1) -> dict[str, Any]:
+def run_load(
+    server: Server,
+    path: str,
+    pools: list[dict[str, Any]],
+    *,
+    concurrency: int,
+    duration: float,
+    max_requests: int,
+    timeout: float = 45.0,
+    seed: int = 1,
+) -> dict[str, Any]:
     """One load-generator process against ``server``; its JSON result."""
-    spec = {"host": "127.0.0.1", "port": server.port, "path": path, "pools": pools,
-            "concurrency": concurrency, "duration": duration, "max_requests": max_requests,
-            "timeout": timeout, "seed": seed}
+    spec = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "path": path,
+        "pools": pools,
+        "concurrency": concurrency,
+        "duration": duration,
+        "max_requests": max_requests,
+        "timeout": timeout,
+        "seed": seed,
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(spec, fh)
     try:
-        done = subprocess.run([PY, str(HERE / "loadgen.py"), fh.name], capture_output=True, text=True,
-                              timeout=duration + timeout + 60)
+        done = subprocess.run(
+            [PY, str(HERE / "loadgen.py"), fh.name],
+            capture_output=True,
+            text=True,
+            timeout=duration + timeout + 60,
+        )
     finally:
         os.unlink(fh.name)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def run_arms(
+    server: Server,
+    arms: list[dict[str, Any]],
+    *,
+    concurrency: int,
+    seconds: float,
+    slice_seconds: float = 0.4,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """Several paths taking turns on the same connections; {arm name: stats}."""
+    spec = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "arms": arms,
+        "concurrency": concurrency,
+        "duration": seconds,
+        "slice": slice_seconds,
+        "max_requests": 10**7,
+        "timeout": 45,
+        "seed": seed,
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(spec, fh)
+    try:
+        done = subprocess.run(
+            [PY, str(HERE / "loadgen.py"), fh.name],
+            capture_output=True,
+            text=True,
+            timeout=seconds * len(arms) * 3 + 120,
+        )
+    finally:
+        os.unlink(fh.name)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+    arms_out: dict[str, Any] = json.loads(done.stdout)["arms"]
+    return arms_out
 
 
 class Helper:

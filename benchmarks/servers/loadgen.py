@@ -16,6 +16,11 @@ seconds more), and ``pools`` of ``Authorization`` values::
 ``unique`` hands each header out once (a cold token), and the pool drops out
 when it runs dry. Results are kept per pool: status counts, latency
 percentiles, requests completed inside the window, distinct headers used.
+
+With ``arms`` (a list of ``{"name", "path", "pools"}``) instead of ``path``
+and ``pools``, the paths take turns on the same connections in slices of
+``slice`` seconds, shuffled each cycle, ``duration`` seconds each: variants
+compared this way see the same machine load.
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ class Pool:
 
     def __post_init__(self) -> None:
         if self.pick == "zipf":
-            self.cumulative = list(itertools.accumulate(1.0 / (k + 1) for k in range(len(self.headers))))
+            self.cumulative = list(
+                itertools.accumulate(1.0 / (k + 1) for k in range(len(self.headers)))
+            )
 
     @property
     def dry(self) -> bool:
@@ -81,13 +88,19 @@ async def read_chunked(reader: asyncio.StreamReader) -> None:
 
 
 class Run:
-    def __init__(self, spec: dict[str, Any]) -> None:
+    """Requests to one path from its pools; connections are handed in by the caller."""
+
+    def __init__(
+        self, spec: dict[str, Any], path: str, pools: list[dict[str, Any]], rng: random.Random
+    ) -> None:
         self.spec = spec
-        self.pools = [Pool(p["name"], p["headers"], p["pick"], float(p.get("weight", 1))) for p in spec["pools"]]
-        self.rng = random.Random(spec.get("seed", 1))
+        self.path = path
+        self.pools = [
+            Pool(p["name"], p["headers"], p["pick"], float(p.get("weight", 1))) for p in pools
+        ]
+        self.rng = rng
         self.issued = 0
-        self.started = 0.0
-        self.window_end = 0.0
+        self.active = 0.0  # seconds this run had the connections
 
     def next_pool(self) -> Pool | None:
         live = [p for p in self.pools if not p.dry and p.weight > 0]
@@ -96,7 +109,7 @@ class Run:
         return self.rng.choices(live, weights=[p.weight for p in live])[0]
 
     def request_bytes(self, header: str | None) -> bytes:
-        lines = [f"GET {self.spec['path']} HTTP/1.1", f"Host: {self.spec['host']}"]
+        lines = [f"GET {self.path} HTTP/1.1", f"Host: {self.spec['host']}"]
         if header is not None:
             lines.append(f"Authorization: {header}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -130,10 +143,10 @@ class Run:
             await reader.readexactly(length)
         return status, keep
 
-    async def worker(self) -> None:
-        conn: list[Any] = []
+    async def worker(self, conn: list[Any], until: float) -> None:
+        """Requests on one connection until ``until`` (then the one in flight finishes)."""
         timeout = float(self.spec.get("timeout", 60))
-        while time.monotonic() < self.window_end and self.issued < self.spec["max_requests"]:
+        while time.monotonic() < until and self.issued < self.spec["max_requests"]:
             pool = self.next_pool()
             if pool is None:
                 break
@@ -145,50 +158,96 @@ class Run:
                 status, keep = await asyncio.wait_for(self.one(conn, header or None), timeout)
             except asyncio.TimeoutError:
                 status = "timeout"
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, IndexError, ValueError):
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                IndexError,
+                ValueError,
+            ):
                 status = "conn_error"
             done = time.monotonic()
             pool.statuses[status] = pool.statuses.get(status, 0) + 1
             pool.latencies.append(done - began)
-            if done <= self.window_end:
+            if done <= until:
                 pool.in_window += 1
             if not keep and conn:
                 conn[1].close()
                 conn.clear()
                 if status == "conn_error":
                     await asyncio.sleep(0.01)  # a refused connect must not spin
+
+    def stats(self, window: float, barrier: bool) -> dict[str, Any]:
+        """Per pool; with ``barrier`` every request counts (each finished inside its slice)."""
+        return {
+            p.name: {
+                "requests": len(p.latencies),
+                "in_window": p.in_window,
+                "rps": (len(p.latencies) if barrier else p.in_window) / window
+                if window > 0
+                else 0.0,
+                "statuses": p.statuses,
+                "p50": percentile(p.latencies, 0.50),
+                "p99": percentile(p.latencies, 0.99),
+                "max": max(p.latencies) if p.latencies else None,
+                "distinct": len(p.used),
+            }
+            for p in self.pools
+        }
+
+
+def close_all(conns: list[list[Any]]) -> None:
+    for conn in conns:
         if conn:
             conn[1].close()
 
-    async def main(self) -> dict[str, Any]:
-        self.started = time.monotonic()
-        self.window_end = self.started + float(self.spec["duration"])
-        await asyncio.gather(*(self.worker() for _ in range(int(self.spec["concurrency"]))))
-        finished = time.monotonic()
-        window = min(finished, self.window_end) - self.started
-        return {
-            "window": window,
-            "elapsed": finished - self.started,
-            "pools": {
-                p.name: {
-                    "requests": len(p.latencies),
-                    "in_window": p.in_window,
-                    "rps": p.in_window / window if window > 0 else 0.0,
-                    "statuses": p.statuses,
-                    "p50": percentile(p.latencies, 0.50),
-                    "p99": percentile(p.latencies, 0.99),
-                    "max": max(p.latencies) if p.latencies else None,
-                    "distinct": len(p.used),
-                }
-                for p in self.pools
-            },
-        }
+
+async def single(spec: dict[str, Any]) -> dict[str, Any]:
+    """One path for ``duration`` seconds; throughput counts what finished inside the window."""
+    run = Run(spec, spec["path"], spec["pools"], random.Random(spec.get("seed", 1)))
+    conns: list[list[Any]] = [[] for _ in range(int(spec["concurrency"]))]
+    started = time.monotonic()
+    until = started + float(spec["duration"])
+    await asyncio.gather(*(run.worker(conn, until) for conn in conns))
+    finished = time.monotonic()
+    close_all(conns)
+    window = min(finished, until) - started
+    return {"window": window, "elapsed": finished - started, "pools": run.stats(window, False)}
+
+
+async def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
+    """Several paths taking turns in short slices (shuffled each cycle), ``duration`` each.
+
+    Every slice ends when its last request has finished, and that time is the
+    path's: a change in machine load hits every path alike.
+    """
+    rng = random.Random(spec.get("seed", 1))
+    runs = [Run(spec, arm["path"], arm["pools"], rng) for arm in spec["arms"]]
+    conns: list[list[Any]] = [[] for _ in range(int(spec["concurrency"]))]
+    width = float(spec["slice"])
+    started = time.monotonic()
+    for _ in range(max(1, round(float(spec["duration"]) / width))):
+        order = list(range(len(runs)))
+        rng.shuffle(order)
+        for index in order:
+            run = runs[index]
+            began = time.monotonic()
+            await asyncio.gather(*(run.worker(conn, began + width) for conn in conns))
+            run.active += time.monotonic() - began
+    close_all(conns)
+    return {
+        "elapsed": time.monotonic() - started,
+        "arms": {
+            arm["name"]: run.stats(run.active, True)["main"]
+            for arm, run in zip(spec["arms"], runs, strict=True)
+        },
+    }
 
 
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as fh:
         spec = json.load(fh)
-    print(json.dumps(asyncio.run(Run(spec).main())))
+    print(json.dumps(asyncio.run(interleaved(spec) if "arms" in spec else single(spec))))
 
 
 if __name__ == "__main__":
