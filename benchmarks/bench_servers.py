@@ -56,7 +56,7 @@ def per_server(bench: harness.Bench, kind: str) -> dict[str, Any]:
     step = time.monotonic()
     server = bench.server(kind, "local")
     try:
-        bench.warm_up(server, peers=True)
+        bench.warm_up(server, peers=True, passes=bench.plan.warm_up_passes)
         out["local_matrix"] = bench.warm_matrix(server, ["open", "keyrunes", "simplejwt", "oidc"])
         out["local_cold"] = bench.cold(server)
     finally:
@@ -67,7 +67,7 @@ def per_server(bench: harness.Bench, kind: str) -> dict[str, Any]:
     server = bench.server(kind, "remote")
     try:
         started = time.monotonic()
-        bench.warm_up(server)
+        bench.warm_up(server, passes=bench.plan.warm_up_passes)
         out["remote_matrix"] = bench.warm_matrix(server, ["open", "keyrunes"])
         out["calls_per_token"] = bench.emulator.requests_to(harness.ME) / harness.TOKENS
         out["calls_elapsed"] = time.monotonic() - started

@@ -35,7 +35,7 @@ class Plan:
     slow_delay: float = 12.0
     memory_points: tuple[int, ...] = (0, 1000, 2000)
     #: How many times warm-up sends each known token (both workers should see most).
-    warm_up_passes: int = 1
+    warm_up_passes: int = 2
 
     @classmethod
     def make(cls, full: bool) -> Plan:
@@ -54,6 +54,9 @@ class Plan:
 
 @dataclass
 class Bench:
+    #: Known tokens of the fault scenarios (Zipf over these, warmed once each).
+    fault_tokens = 200
+
     plan: Plan
     services: Services
     emulator: KeyrunesEmulator
@@ -66,20 +69,19 @@ class Bench:
         self.users = [self.emulator.create_user() for _ in range(TOKENS)]
         self.known = ["Bearer " + self.emulator.issue_token(u) for u in self.users]
         self.oidc_headers = [f"Bearer oidc-{i}" for i in range(TOKENS)]
+        # Fresh tokens count issue times down from here: (user, iat) never repeats.
+        self.fresh_base = int(time.time())
 
     # ------------------------------------------------------------------ helpers
 
     def fresh_tokens(self, n: int) -> list[str]:
         """Tokens never seen before, of the known users (distinct issue times)."""
-        now = int(time.time())
         out = []
         for _ in range(n):
             self.cold_serial += 1
             user = self.users[self.cold_serial % TOKENS]
-            out.append(
-                "Bearer "
-                + self.emulator.issue_token(user, issued_at=now - 1 - self.cold_serial // TOKENS)
-            )
+            issued = self.fresh_base - 1 - self.cold_serial // TOKENS
+            out.append("Bearer " + self.emulator.issue_token(user, issued_at=issued))
         return out
 
     def server(self, kind: str, mode: str, workers: int = 2, **keyrunes: Any) -> Server:
@@ -96,9 +98,11 @@ class Bench:
         }
         return Server(kind, env, workers=workers).start()
 
-    def warm_up(self, server: Server, keyrunes: bool = True, peers: bool = False) -> None:
+    def warm_up(
+        self, server: Server, keyrunes: bool = True, peers: bool = False, passes: int = 0
+    ) -> None:
         """Every known token through the server a few times, so each worker has seen most."""
-        headers = self.known * self.plan.warm_up_passes
+        headers = self.known[: self.fault_tokens] if passes == 0 else self.known * passes
         random.Random(7).shuffle(headers)
         run_load(
             server,
@@ -208,7 +212,12 @@ class Bench:
     def fault_phase(self, server: Server, seconds: float, seed: int) -> dict[str, Any]:
         """Known tokens (Zipf, 90 %) and never-seen tokens (10 %) on 8 connections."""
         pools = [
-            {"name": "known", "headers": self.known, "pick": "zipf", "weight": 0.9},
+            {
+                "name": "known",
+                "headers": self.known[: self.fault_tokens],
+                "pick": "zipf",
+                "weight": 0.9,
+            },
             {"name": "new", "headers": self.fresh_tokens(3000), "pick": "unique", "weight": 0.1},
         ]
         timeouts = server.worker_timeouts()
@@ -240,6 +249,9 @@ class Bench:
                 time.sleep(float(keyrunes["CACHE_TTL"]))  # every known entry is stale now
             before = self.fault_phase(server, self.plan.fault_seconds, 1)
             if fault == "outage":
+                # Dropping every request also ends the keep-alive connections the
+                # workers hold (the server's handler threads outlive its stop()).
+                self.emulator.faults.add(None, drop=True)
                 self.emulator.stop()
                 seconds = self.plan.fault_seconds
             else:

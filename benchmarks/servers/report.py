@@ -172,7 +172,7 @@ def faults_table(results: dict[str, Any]) -> None:
         row for kind, res in results.items() for sc in res["faults"] for row in fault_rows(kind, sc)
     ]
     table(
-        "Keyrunes down or slow, remote mode: known tokens (Zipf, 90 %) and new tokens (10 %),"
+        "Keyrunes down or slow, remote mode: known tokens (Zipf over 200, 90 %), new tokens (10 %),"
         " 8 conns\n"
         "(statuses: 2xx/401/503/500/other, other = connection errors and client timeouts)",
         [
