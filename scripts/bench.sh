@@ -11,4 +11,6 @@ fi
 .venv/bin/python benchmarks/bench_sync_users.py  # bulk user sync vs one by one (>= 10x)
 .venv/bin/python benchmarks/bench_emulator.py  # emulator login and /api/me per second with keep-alive, seeding 10k users
 .venv/bin/python benchmarks/bench_sync_scale.py --sizes 2000 10000  # streamed sync: linear, flat memory
+.venv/bin/python -c "import gunicorn, uvicorn, mozilla_django_oidc, psycopg_pool" 2>/dev/null || .venv/bin/pip install -q -e ".[bench]"
+.venv/bin/python benchmarks/bench_servers.py ${BENCH_SERVERS_ARGS:-}  # real servers; BENCH_SERVERS_ARGS=--full for the long run
 exec .venv/bin/python benchmarks/bench_request_auth.py "$@"

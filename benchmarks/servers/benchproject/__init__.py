@@ -1,0 +1,1 @@
+"""A minimal Django project the server benchmarks run under gunicorn and uvicorn."""

@@ -1,0 +1,282 @@
+"""Tables of the server benchmarks: ratios measured in one run, then the figures behind them."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+Sample = dict[str, Any]
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def statuses(sample: Sample) -> str:
+    """2xx/401/503/500/other counts of one pool."""
+    counts = sample["statuses"]
+    two = sum(v for k, v in counts.items() if k.startswith("2"))
+    other = sum(
+        v for k, v in counts.items() if not k.startswith("2") and k not in ("401", "503", "500")
+    )
+    return f"{two}/{counts.get('401', 0)}/{counts.get('503', 0)}/{counts.get('500', 0)}/{other}"
+
+
+def errors(samples: list[Sample]) -> int:
+    return sum(v for s in samples for k, v in s["statuses"].items() if not k.startswith("2"))
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+def median_ratio(samples: dict[Any, list[Sample]], key: Any, base: Any) -> float:
+    """Median over rounds of variant/open throughput, each round's pair measured back to back."""
+    pairs = zip(samples[key], samples[base], strict=True)
+    return statistics.median(ratio(v["rps"], o["rps"]) for v, o in pairs)
+
+
+def warm_table(results: dict[str, Any]) -> None:
+    rows = []
+    for kind, res in results.items():
+        local, remote = res["local_matrix"], res["remote_matrix"]
+        for conns in (8, 32):
+            for dist in ("hot", "zipf"):
+                base = (conns, dist, "open")
+                cells = [
+                    median_ratio(local, (conns, dist, v), base)
+                    for v in ("keyrunes", "simplejwt", "oidc")
+                ]
+                cells.insert(1, median_ratio(remote, (conns, dist, "keyrunes"), base))
+                errs = sum(
+                    errors(m[(conns, dist, v)])
+                    for m in (local, remote)
+                    for v in {"open", "keyrunes", "simplejwt", "oidc"}
+                    if (conns, dist, v) in m
+                )
+                open_rps = statistics.median(s["rps"] for s in local[base])
+                rows.append(
+                    [
+                        kind,
+                        str(conns),
+                        dist,
+                        f"{open_rps:.0f}",
+                        *(f"{c:.2f}x" for c in cells),
+                        str(errs),
+                    ]
+                )
+    table(
+        "Warm path: throughput vs the open view on the same server (median of rounds)",
+        [
+            "server",
+            "conns",
+            "tokens",
+            "open req/s",
+            "keyrunes local",
+            "keyrunes remote",
+            "simplejwt",
+            "mozilla-oidc",
+            "non-2xx",
+        ],
+        rows,
+    )
+
+
+def cold_table(results: dict[str, Any]) -> None:
+    rows = []
+    for kind, res in results.items():
+        for mode in ("local", "remote"):
+            cold = res[f"{mode}_cold"]
+            open8, cold8 = cold[8]
+            open1, cold1 = cold[1]
+            rows.append(
+                [
+                    kind,
+                    mode,
+                    f"{ratio(cold8['rps'], open8['rps']):.2f}x",
+                    f"{ratio(cold1['p50'], open1['p50']):.2f}x",
+                    ms(cold1["p50"]),
+                    ms(open1["p50"]),
+                    str(errors([cold8, cold1])),
+                ]
+            )
+    table(
+        "Cold path: tokens never seen (returning users) vs the open view",
+        [
+            "server",
+            "mode",
+            "req/s ratio (8 conns)",
+            "p50 latency ratio (1 conn)",
+            "cold p50 ms",
+            "open p50 ms",
+            "non-2xx",
+        ],
+        rows,
+    )
+
+
+def calls_table(results: dict[str, Any]) -> None:
+    rows = [
+        [
+            kind,
+            f"{res['calls_per_token']:.2f}",
+            f"{res['stampede']:.2f}",
+            f"{res['calls_elapsed']:.0f} s",
+        ]
+        for kind, res in results.items()
+    ]
+    table(
+        "Remote calls (/api/me on the emulator), remote mode, 2 workers sharing Redis",
+        [
+            "server",
+            "calls per token per TTL (warm-up + warm runs)",
+            "calls per fresh token, 32 concurrent first requests",
+            "elapsed (TTL 300 s)",
+        ],
+        rows,
+    )
+
+
+def fault_rows(kind: str, scenario: dict[str, Any]) -> list[list[str]]:
+    before, during, after = (scenario[p]["pools"] for p in ("before", "during", "after"))
+    known = ratio(during["known"]["rps"], before["known"]["rps"])
+    recovered = ratio(after["known"]["rps"], before["known"]["rps"])
+    return [
+        [
+            kind,
+            scenario["name"],
+            f"{known:.2f}x",
+            ms(during["known"]["p50"]),
+            ms(during["known"]["p99"]),
+            statuses(during["known"]),
+            statuses(during["new"]),
+            ms(during["new"]["p99"]),
+            str(scenario["during"]["worker_timeouts"]),
+            f"{recovered:.2f}x",
+            str(scenario["tracebacks"]),
+        ]
+    ]
+
+
+def faults_table(results: dict[str, Any]) -> None:
+    rows = [
+        row for kind, res in results.items() for sc in res["faults"] for row in fault_rows(kind, sc)
+    ]
+    table(
+        "Keyrunes down or slow, remote mode: known tokens (Zipf over 200, 90 %), new tokens (10 %),"
+        " 8 conns\n"
+        "(statuses: 2xx/401/503/500/other, other = connection errors and client timeouts)",
+        [
+            "server",
+            "scenario",
+            "known req/s vs before",
+            "known p50 ms",
+            "known p99 ms",
+            "known statuses",
+            "new statuses",
+            "new p99 ms",
+            "worker timeouts",
+            "after recovery",
+            "tracebacks in log",
+        ],
+        rows,
+    )
+    logs = [
+        f"{kind} {sc['name']}: {sc['log']}"
+        for kind, res in results.items()
+        for sc in res["faults"]
+        if sc["tracebacks"] or sc["during"]["worker_timeouts"]
+    ]
+    if logs:
+        print("\nServer logs with tracebacks or worker timeouts:\n  " + "\n  ".join(logs))
+
+
+def memory_table(points: list[tuple[int, int, dict[str, Any]]]) -> None:
+    rows = []
+    base_tokens, base_rss, _ = points[0]
+    prev_tokens, prev_rss = base_tokens, base_rss
+    for tokens, rss, stats in points:
+        step = ratio(rss - prev_rss, tokens - prev_tokens) if tokens != prev_tokens else None
+        total = ratio(rss - base_rss, tokens - base_tokens) if tokens != base_tokens else None
+        rows.append(
+            [
+                f"{tokens:,}",
+                f"{rss / 1e6:.1f}",
+                str(stats["verification_entries"]),
+                str(stats["user_entries"]),
+                "-" if step is None else f"{step:,.0f}",
+                "-" if total is None else f"{total:,.0f}",
+            ]
+        )
+        prev_tokens, prev_rss = tokens, rss
+    table(
+        "Memory: one gunicorn worker, local mode, LOCAL_CACHE_SIZE=10,000 (distinct users)",
+        [
+            "cached tokens",
+            "worker RSS MB",
+            "verification entries",
+            "user entries",
+            "bytes/entry (this step)",
+            "bytes/entry (from 0)",
+        ],
+        rows,
+    )
+
+
+def targets(
+    results: dict[str, Any], points: list[tuple[int, int, dict[str, Any]]]
+) -> list[tuple[str, str, bool]]:
+    """The issue's "done when" figures, as PASS/FAIL lines (informational)."""
+    checks = []
+    for kind, res in results.items():
+        for sc in res["faults"]:
+            during = sc["during"]["pools"]
+            known = ratio(during["known"]["rps"], sc["before"]["pools"]["known"]["rps"])
+            fives = sum(during[p]["statuses"].get("500", 0) for p in ("known", "new"))
+            new_p99 = during["new"]["p99"] or 0.0
+            checks.append(
+                (
+                    f"{kind} {sc['name']}: no 500s, no worker timeouts",
+                    f"{fives} x 500, {sc['during']['worker_timeouts']} timeouts",
+                    fives == 0 and sc["during"]["worker_timeouts"] == 0,
+                )
+            )
+            checks.append(
+                (f"{kind} {sc['name']}: known tokens >= 0.8x", f"{known:.2f}x", known >= 0.8)
+            )
+            checks.append(
+                (
+                    f"{kind} {sc['name']}: new tokens answered within the deadline",
+                    f"p99 {ms(new_p99)} ms (DEADLINE 5 s)",
+                    new_p99 <= 5.5,
+                )
+            )
+        for conns in (8, 32):
+            for dist in ("hot", "zipf"):
+                base = (conns, dist, "open")
+                local = median_ratio(res["local_matrix"], (conns, dist, "keyrunes"), base)
+                remote = median_ratio(res["remote_matrix"], (conns, dist, "keyrunes"), base)
+                checks.append(
+                    (
+                        f"{kind} warm {conns} conns {dist}: >= 0.95x the open view",
+                        f"local {local:.2f}x, remote {remote:.2f}x",
+                        min(local, remote) >= 0.95,
+                    )
+                )
+        cold8 = res["local_cold"][1]
+        lat = ratio(cold8[1]["p50"], cold8[0]["p50"])
+        checks.append((f"{kind} cold local p50 <= 3x the open view", f"{lat:.2f}x", lat <= 3.0))
+    if len(points) > 1:
+        tokens, rss, _ = points[-1]
+        per = ratio(rss - points[0][1], tokens - points[0][0])
+        checks.append(("per-process cache <= 1.5 KB per entry", f"{per:,.0f} B", per <= 1536))
+    return checks
