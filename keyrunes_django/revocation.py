@@ -14,8 +14,10 @@ a token (sessions, local and remote bearer tokens):
 
 A revocation takes effect at once in the process that made it. Other
 processes that share the cache see it within ``REVOCATION_CHECK_INTERVAL``
-seconds: a remembered token is re-checked against the shared cache at most
-that often, so a warm request makes no round trip in between.
+seconds: every revocation changes a shared epoch, which each process reads at
+most that often (one read, however many tokens it remembers), and only when it
+changed are the remembered tokens checked again. A warm request makes no
+round trip.
 
 What it cannot stop: a holder of a token issued before the not-before may ask
 Keyrunes to refresh it, and gets a new one with a new issue time. Only
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -47,6 +50,7 @@ __all__ = [
     "end_sessions_after_reset",
     "is_revoked",
     "remember_reset_request",
+    "revocation_epoch",
     "revoke_subjects",
     "revoke_user_tokens",
     "subject_of",
@@ -56,6 +60,10 @@ logger = logging.getLogger("keyrunes_django.auth")
 
 USER_KIND = "revoked-user"
 TOKEN_KIND = "denied-token"
+EPOCH_KIND = "revocation-epoch"
+#: Seconds the epoch record is kept; a lost record only makes every process
+#: re-check its tokens once.
+EPOCH_TTL = 30 * 86_400
 #: Seconds a user's not-before stays in the shared cache; the database keeps
 #: it for good and refills the cache after a miss.
 USER_RECORD_TTL = 86_400
@@ -128,6 +136,7 @@ def revoke_user_tokens(
         record.save(update_fields=["not_before", "reason", "updated_at"])
     effective = max(record.not_before, not_before) if not created else not_before
     _publish_user(subject, effective)
+    _new_epoch()
     get_authenticator().forget_subject(subject.namespace, subject.user_id)
     _announce("tokens_revoked", reason, request, subject=subject, not_before=effective)
     return effective
@@ -157,6 +166,8 @@ def revoke_subjects(subjects: list[Subject], *, reason: str) -> datetime:
     )
     value = {"not_before": int(not_before.timestamp())}
     _shared().set_values({(USER_KIND, s.name): value for s in subjects}, USER_RECORD_TTL)
+    if subjects:
+        _new_epoch()
     names = {(s.namespace, s.user_id) for s in subjects}
     get_authenticator().users.discard_where(
         lambda memo: (memo.identity.namespace, memo.identity.user_id) in names
@@ -178,6 +189,7 @@ def deny_token(token: str, *, reason: str, request: HttpRequest | None = None) -
     )
     if remaining > 0:
         _shared().set_value(TOKEN_KIND, digest, {"reason": reason[:64]}, remaining)
+        _new_epoch()
     get_authenticator().forget("token", token)
     _announce("token_denied", reason, request, credential_hash=digest)
 
@@ -204,6 +216,26 @@ def is_revoked(subject: Subject, issued_at: float | None, digest: str) -> bool:
     if not_before is None:
         return False
     return issued_at is None or issued_at < not_before.timestamp()
+
+
+def revocation_epoch() -> str | None:
+    """The shared epoch that changes with every revocation.
+
+    ``""`` when no revocation was recorded (or its record expired); None when
+    the shared cache could not be read, which callers treat as a change.
+    """
+    found = _shared().get_values([(EPOCH_KIND, "all")])
+    if found is None:
+        return None
+    record = found.get((EPOCH_KIND, "all"))
+    value = record.get("epoch") if record is not None else ""
+    return value if isinstance(value, str) else ""
+
+
+def _new_epoch() -> None:
+    # Every process compares the epoch at most every REVOCATION_CHECK_INTERVAL
+    # and re-checks its remembered tokens when it changed.
+    _shared().set_value(EPOCH_KIND, "all", {"epoch": secrets.token_hex(8)}, EPOCH_TTL)
 
 
 def _stored_not_before(subject: Subject) -> datetime | None:

@@ -63,7 +63,7 @@ from keyrunes_django.exceptions import (
     MirrorRefused,
 )
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
-from keyrunes_django.revocation import Subject, is_revoked
+from keyrunes_django.revocation import Subject, is_revoked, revocation_epoch
 from keyrunes_django.users import OrganizationUser, StatelessUser
 from keyrunes_django.verification import verify_organization_key, verify_token
 
@@ -121,23 +121,24 @@ class Authenticated:
 class _Memo:
     """A mirrored token's ready answer, kept until its cache entry stops being fresh.
 
-    ``checked_at`` is when the token was last found not revoked; past
-    ``REVOCATION_CHECK_INTERVAL`` the memo is not used until it is checked again.
+    ``generation`` is the authenticator's revocation generation when the token
+    was last found not revoked; a memo of an older generation is not used until
+    the token is checked again.
     """
 
-    __slots__ = ("checked_at", "fresh_until", "identity", "result")
+    __slots__ = ("fresh_until", "generation", "identity", "result")
 
     def __init__(
         self,
         result: Authenticated,
         identity: VerifiedIdentity,
         fresh_until: float,
-        checked_at: float,
+        generation: int,
     ) -> None:
         self.result = result
         self.identity = identity
         self.fresh_until = fresh_until
-        self.checked_at = checked_at
+        self.generation = generation
 
 
 def _fingerprint(identity: VerifiedIdentity) -> str:
@@ -200,6 +201,11 @@ class TokenAuthenticator:
         # Per remote user: what was last mirrored (a fingerprint), and the row.
         self.subjects: LocalCache[tuple[str, Any, Any]] = LocalCache(int(s.LOCAL_CACHE_SIZE))
         self.revocation_interval = float(s.REVOCATION_CHECK_INTERVAL)
+        # Revocations made elsewhere: the shared revocation epoch seen last, when
+        # it was read, and a generation that moves on whenever it changed.
+        self.revocation_epoch: str | None = None
+        self.revocations_checked_at = float("-inf")
+        self.generation = 0
         self.stateless = bool(s.STATELESS_USERS)
 
     # ------------------------------------------------------------------ steps
@@ -230,6 +236,21 @@ class TokenAuthenticator:
         entry = self._lookup(credential, compute, shared=remote, request=request)
         assert isinstance(entry.value, VerifiedIdentity)
         return Verified(credential, entry.value, entry.fresh_until)
+
+    def refresh_revocations(self) -> None:
+        """Read the shared revocation epoch when it is due; a change re-checks every token.
+
+        One shared-cache read per ``REVOCATION_CHECK_INTERVAL`` per process,
+        however many tokens it remembers.
+        """
+        now = clock.now()
+        if now - self.revocations_checked_at <= self.revocation_interval:
+            return
+        epoch = revocation_epoch()
+        if epoch is None or epoch != self.revocation_epoch:
+            self.generation += 1
+        self.revocation_epoch = epoch
+        self.revocations_checked_at = now
 
     def check_revocation(
         self, credential: Credential, identity: VerifiedIdentity, request: HttpRequest | None
@@ -265,10 +286,12 @@ class TokenAuthenticator:
         """
         identity = verified.principal
         assert isinstance(identity, VerifiedIdentity)
-        self.check_revocation(verified.credential, identity, request)
-        checked_at = clock.now()
+        self.refresh_revocations()
+        generation = self.generation
         digest = verified.credential.digest
         memo = self.users.get(digest)
+        if memo is None or memo.identity != identity or memo.generation != generation:
+            self.check_revocation(verified.credential, identity, request)
         if memo is None or memo.identity != identity:
             try:
                 user = self.cache.flight.run(
@@ -281,10 +304,10 @@ class TokenAuthenticator:
                     InvalidToken(exc.message, reason=exc.reason), verified.credential, request
                 )
                 raise
-            memo = _Memo(Authenticated(user, identity), identity, verified.fresh_until, checked_at)
+            memo = _Memo(Authenticated(user, identity), identity, verified.fresh_until, generation)
             self.users.set(digest, memo)
         else:
-            memo.checked_at = checked_at
+            memo.generation = generation
         user = memo.result.user
         if not getattr(user, "is_active", True):
             err = invalid("user_inactive")
@@ -368,10 +391,10 @@ class TokenAuthenticator:
         ):
             return None
         memo = self.users.get(credential_hash(header[7:]))
-        if memo is None:
+        if memo is None or memo.generation != self.generation:
             return None
         now = clock.now()
-        if now >= memo.fresh_until or now - memo.checked_at > self.revocation_interval:
+        if now >= memo.fresh_until or now - self.revocations_checked_at > self.revocation_interval:
             return None
         if not getattr(memo.result.user, "is_active", True):
             return None

@@ -424,3 +424,46 @@ class TestPasswordChanges:
         later.advance(3)
         assert signed_in.get("/whoami/").json()["user"] is None
         assert TokenRevocation.objects.get().reason == "password_reset"
+
+
+class TestRevocationEpoch:
+    """Between revocations a process re-reads one shared epoch, not one record per token."""
+
+    def test_one_read_per_interval_however_many_tokens(
+        self, kr: Any, later: Clock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from django.test import RequestFactory
+
+        users = [kr.create_user() for _ in range(20)]
+        requests = [
+            RequestFactory().get("/", HTTP_AUTHORIZATION=f"Bearer {kr.issue_token(u)}")
+            for u in users
+        ]
+        auth = tokens.get_authenticator()
+        for request in requests:
+            assert auth.authenticate(request) is not None
+        per_token: list[Any] = []
+        epochs: list[Any] = []
+        real_is_revoked, real_epoch = revocation.is_revoked, revocation.revocation_epoch
+        monkeypatch.setattr(
+            tokens, "is_revoked", lambda *a: per_token.append(a) or real_is_revoked(*a)
+        )
+        monkeypatch.setattr(tokens, "revocation_epoch", lambda: epochs.append(1) or real_epoch())
+        later.advance(3)
+        for request in requests:
+            assert auth.authenticate(request) is not None
+        assert len(epochs) == 1
+        assert per_token == []  # nothing was revoked: no per-token reads
+        revocation.revoke_user_tokens(
+            revocation.Subject(users[0].namespace, users[0].user_id), reason="x"
+        )
+        later.advance(3)
+        refused = 0
+        for request in requests:
+            try:
+                auth.authenticate(request)
+            except tokens.InvalidToken:
+                refused += 1
+        assert len(epochs) == 2
+        assert len(per_token) == len(requests)  # the epoch changed: every token is checked again
+        assert refused == 1
