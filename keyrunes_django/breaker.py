@@ -62,9 +62,14 @@ class Permit:
         """The server answered (any status that is not an outage)."""
         self._breaker._finish(self, True)
 
-    def failed(self) -> None:
-        """Connection error, timeout, missed deadline, 5xx or 429."""
-        self._breaker._finish(self, False)
+    def failed(self, *, trip: bool = False) -> None:
+        """Connection error, timeout, missed deadline, 5xx or 429.
+
+        ``trip`` opens a closed breaker at once, whatever the count: an attempt
+        that used up a whole call's deadline shows Keyrunes too slow to wait for,
+        and waiting for several such attempts would hold workers for minutes.
+        """
+        self._breaker._finish(self, False, trip=trip)
 
     def release(self) -> None:
         """No verdict (the attempt ended for a reason that says nothing about the server)."""
@@ -153,7 +158,7 @@ class CircuitBreaker:
         self._announce(transitions)
         return permit
 
-    def _finish(self, permit: Permit, outcome: bool | None) -> None:
+    def _finish(self, permit: Permit, outcome: bool | None, *, trip: bool = False) -> None:
         transitions: list[_Transition] = []
         with self._lock:
             if permit._done:
@@ -171,7 +176,7 @@ class CircuitBreaker:
                     self._failures = 0
                 elif outcome is False:
                     self._failures += 1
-                    if self._failures >= self._threshold > 0:
+                    if self._threshold > 0 and (trip or self._failures >= self._threshold):
                         self._move(OPEN, now, transitions)
         self._announce(transitions)
 

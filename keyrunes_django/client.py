@@ -707,7 +707,7 @@ class KeyrunesClient:
         try:
             response = self._send(call, headers, json, params)
         except _Outage:
-            permit.failed()
+            permit.failed(trip=call.remaining() <= 0)
             raise
         except KeyrunesProtocolError:
             permit.succeeded()  # the server answered, wrongly but promptly
