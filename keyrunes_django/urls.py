@@ -1,4 +1,4 @@
-"""URLs of the password flows and registration.
+"""URLs of the password flows, signing out everywhere, and registration.
 
 Include them with ``path("account/", include("keyrunes_django.urls"))``.
 
@@ -27,6 +27,11 @@ urlpatterns: list[URLPattern] = [
         "password/reset/done/",
         views.PasswordResetCompleteView.as_view(),
         name="password_reset_complete",
+    ),
+    path(
+        "sign-out-everywhere/",
+        views.SignOutEverywhereView.as_view(),
+        name="sign_out_everywhere",
     ),
     # 404 unless KEYRUNES["REGISTRATION_ENABLED"] is True.
     path("register/", views.RegistrationView.as_view(), name="register"),

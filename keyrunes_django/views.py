@@ -129,6 +129,31 @@ class PasswordChangeDoneView(View):
         return render(request, self.template_name, {"title": gettext("Password changed")})
 
 
+@method_decorator([login_required, csrf_protect, never_cache], name="dispatch")
+class SignOutEverywhereView(View):
+    """POST: end every session and token of the signed-in user, this one included.
+
+    Keyrunes' tokens issued before now are refused on every path and instance
+    (:func:`keyrunes_django.revocation.revoke_user_tokens`), the user's other
+    Django sessions end, and this one is logged out. Redirects to
+    ``LOGOUT_REDIRECT_URL`` (or ``next`` when it is a safe URL).
+    """
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        from django.contrib.auth import logout
+
+        end_other_sessions(None, request.user, reason="sign_out_everywhere")
+        logout(request)
+        target = request.POST.get("next") or ""
+        if not url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            target = resolve_url(settings.LOGOUT_REDIRECT_URL or "/")
+        return HttpResponseRedirect(target)
+
+
 @_sensitive
 class PasswordForgotView(View):
     """Ask Keyrunes to send a reset link.

@@ -467,3 +467,29 @@ class TestRevocationEpoch:
         assert len(epochs) == 2
         assert len(per_token) == len(requests)  # the epoch changed: every token is checked again
         assert refused == 1
+
+
+class TestSignOutEverywhere:
+    def test_the_view_ends_every_session_and_token(
+        self, kr: Any, keyrunes_user: Any, later: Clock
+    ) -> None:
+        here, elsewhere = Client(), Client()
+        for client in (here, elsewhere):
+            assert client.login(username=keyrunes_user.username, password=keyrunes_user.password)
+        token = here.session[SESSION_TOKEN_KEY]
+        old = kr.issue_token(keyrunes_user, issued_at=int(time.time()) - 30)
+        assert here.get("/account/sign-out-everywhere/").status_code == 405  # POST only
+        response = here.post("/account/sign-out-everywhere/", {"next": "https://evil.example/"})
+        assert response.status_code == 302
+        assert not response["Location"].startswith("https://evil.example")
+        later.advance(3)
+        assert here.get("/whoami/").json()["user"] is None
+        assert elsewhere.get("/whoami/").json()["user"] is None
+        assert bearer(Client(), old).json()["reason"] == "revoked"
+        assert bearer(Client(), token).json()["reason"] == "revoked"
+        assert TokenRevocation.objects.get().reason == "sign_out_everywhere"
+
+    def test_anonymous_callers_are_sent_to_log_in(self, kr: Any) -> None:
+        response = Client().post("/account/sign-out-everywhere/")
+        assert response.status_code == 302
+        assert "login" in response["Location"]
