@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from keyrunes_django.authorization import get_identity
+from keyrunes_django.conf import on_settings_changed
 from keyrunes_django.drf.authentication import (
     KeyrunesOrganizationKeyAuthentication,
     KeyrunesTokenAuthentication,
@@ -25,6 +26,7 @@ from keyrunes_django.drf.permissions import (
     IsOrganization,
 )
 from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
+from keyrunes_django.tokens import TokenAuthenticator
 
 
 def describe(request: Request) -> dict[str, Any]:
@@ -72,7 +74,51 @@ def api_view(name: str, permission: type[BasePermission] | Any, note: str) -> UR
     return path(f"{name}/", view.as_view(), name=f"api-{name}")
 
 
+class StatelessAuthenticator(TokenAuthenticator):
+    """The request path with one step changed: users are built from the token, no row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stateless = True
+
+
+_stateless: StatelessAuthenticator | None = None
+
+
+@on_settings_changed
+def _forget_stateless() -> None:
+    global _stateless
+    _stateless = None
+
+
+class StatelessTokenAuthentication(KeyrunesTokenAuthentication):
+    """``KeyrunesTokenAuthentication`` over :class:`StatelessAuthenticator`.
+
+    A whole project switches with ``KEYRUNES["STATELESS_USERS"] = True``; this
+    endpoint shows it alone: ``request.user`` is a ``StatelessUser``, and no
+    database query is made.
+    """
+
+    def get_authenticator(self) -> TokenAuthenticator:
+        global _stateless
+        if _stateless is None:
+            _stateless = StatelessAuthenticator()
+        return _stateless
+
+
+class StatelessAPIView(ExampleAPIView):
+    authentication_classes = [StatelessTokenAuthentication]
+    permission_classes: Any = [HasGroup.configure("users")]
+    note = "StatelessUser (no database row): HasGroup('users')"
+
+    def get(self, request: Request) -> Response:
+        answer = super().get(request).data
+        answer["user_class"] = type(request.user).__name__
+        return Response(answer)
+
+
 urlpatterns: list[URLPattern] = [
+    path("stateless/", StatelessAPIView.as_view(), name="api-stateless"),
     api_view("me", IsKeyrunesAuthenticated, "IsKeyrunesAuthenticated"),
     api_view("admin", IsKeyrunesAdmin, "IsKeyrunesAdmin"),
     api_view("editors", HasGroup.configure("editors"), 'HasGroup("editors")'),

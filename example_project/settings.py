@@ -78,6 +78,8 @@ KEYRUNES: dict[str, object] = {
     "ORGANIZATION_KEY": os.environ.get("KEYRUNES_ORGANIZATION_KEY") or None,
     # Organization keys are accepted only from this service's own organization.
     "ORGANIZATION_SCOPE": int(os.environ.get("KEYRUNES_ORGANIZATION_SCOPE", "1")) or None,
+    # The demo lets visitors create accounts (account/register/); off by default elsewhere.
+    "REGISTRATION_ENABLED": os.environ.get("KEYRUNES_REGISTRATION", "1") == "1",
     # The demo shows the reset link this server version returns instead of mailing it.
     "SHOW_RESET_LINK": os.environ.get("KEYRUNES_SHOW_RESET_LINK", "0") == "1",
 }

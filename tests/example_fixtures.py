@@ -46,5 +46,6 @@ def example_site(example_emulator: KeyrunesEmulator, settings: Any) -> KeyrunesE
         "ORGANIZATION_KEY": example_emulator.organization_key(1),
         "ORGANIZATION_SCOPE": 1,
         "SHOW_RESET_LINK": True,
+        "REGISTRATION_ENABLED": example.KEYRUNES["REGISTRATION_ENABLED"],
     }
     return example_emulator

@@ -196,3 +196,25 @@ def test_api_anonymous_and_bad_token(example_site: KeyrunesEmulator) -> None:
     bad = client.get("/api/me/", HTTP_AUTHORIZATION="Bearer not-a-token")
     assert bad.status_code == 401
     assert 'error="invalid_token"' in bad["WWW-Authenticate"]
+
+
+def test_stateless_endpoint_makes_no_query(
+    example_site: KeyrunesEmulator, django_assert_num_queries: Any
+) -> None:
+    headers = bearer(*ALICE)
+    client = Client()
+    assert client.get("/api/stateless/", **headers).status_code == 200  # cold: verifies
+    with django_assert_num_queries(0):
+        response = client.get("/api/stateless/", **headers)
+    assert response.status_code == 200
+    assert response.json()["user_class"] == "StatelessUser"
+
+
+def test_home_shows_template_tags_registration_and_sign_out(
+    example_site: KeyrunesEmulator,
+) -> None:
+    page = browser(*ALICE).get("/").content.decode()
+    assert 'id="template-tags"' in page
+    assert "Read <code>docs:handbook</code>" in page
+    assert "/account/sign-out-everywhere/" in page
+    assert Client().get("/account/register/").status_code == 200
