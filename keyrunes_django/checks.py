@@ -422,10 +422,11 @@ def _check_session_engine(user: Mapping[str, Any]) -> list[CheckMessage]:
 
 
 def _uses_org_keys() -> bool:
-    middleware = getattr(settings, "MIDDLEWARE", None) or ()
+    # The organization-key DRF class says so explicitly; the middleware serves
+    # bearer tokens too, so its presence alone is no sign that keys are expected.
     drf = getattr(settings, "REST_FRAMEWORK", None) or {}
     classes = drf.get("DEFAULT_AUTHENTICATION_CLASSES", ()) if isinstance(drf, Mapping) else ()
-    return _KEYRUNES_MIDDLEWARE in middleware or _ORG_KEY_DRF_CLASS in classes
+    return _ORG_KEY_DRF_CLASS in classes
 
 
 def _check_org_key_binding(user: Mapping[str, Any]) -> list[CheckMessage]:

@@ -67,7 +67,9 @@ def _run_pytest(project: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", PLUGIN, "-p", "no:cacheprovider", "-q"],
+        # The plugin loads through the package's pytest11 entry point, as it
+        # does in a user's project; naming it with -p too would register it twice.
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
         cwd=project,
         env=env,
         capture_output=True,
