@@ -79,10 +79,30 @@ def _b64decode(part: str) -> bytes:
     return raw
 
 
+#: Deepest nesting accepted inside a token's JSON. Keyrunes writes flat claims;
+#: how deep a JSON reader may go otherwise depends on the Python version.
+MAX_JSON_DEPTH = 16
+
+
+def _too_deep(value: Any) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        if isinstance(item, dict):
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+    return False
+
+
 def _json_object(data: bytes) -> dict[str, Any]:
     value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
+    if _too_deep(value):
+        raise ValueError("nested too deeply")
     return value
 
 

@@ -111,6 +111,15 @@ class TestParse:
         assert reason(parse, token) == "unsupported_header"
 
 
+@pytest.mark.parametrize("depth", [17, 40, 400])
+def test_nesting_deeper_than_the_limit_is_malformed_on_every_python(depth: int) -> None:
+    """Shallow enough for any JSON reader, deeper than a token ever is."""
+    body = json.dumps(claims())[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}"
+    assert reason(parse, raw_token({"alg": "HS256", "typ": "JWT"}, body, "k" * 32)) == "malformed"
+    shallow = json.dumps(claims())[:-1] + ', "x": ' + "[" * 15 + "]" * 15 + "}"
+    assert parse(raw_token({"alg": "HS256", "typ": "JWT"}, shallow, "k" * 32)).payload["x"]
+
+
 class TestReadClaims:
     def test_typed_claims(self) -> None:
         typed = read(make_token(groups=["users", "admin"]))
