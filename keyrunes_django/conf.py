@@ -121,7 +121,8 @@ class KeyrunesSettings:
     def __init__(self) -> None:
         # Caches keyed on the identity of the user's dict, which
         # override_settings replaces; they never outlive a settings change.
-        self._validated: int | None = None
+        # The dict itself, not its id(): a new dict may reuse a freed one's id.
+        self._validated: Mapping[str, Any] | None = None
         self._imports: dict[tuple[str, str], Any] = {}
 
     @property
@@ -139,12 +140,12 @@ class KeyrunesSettings:
         return sorted(key for key in self.user_settings if key not in DEFAULTS)
 
     def _validate(self, user: Mapping[str, Any]) -> None:
-        if self._validated == id(user):
+        if self._validated is user:
             return
         unknown = sorted(key for key in user if key not in DEFAULTS)
         if unknown:
             raise ImproperlyConfigured(" ".join(unknown_key_message(k) for k in unknown))
-        self._validated = id(user)
+        self._validated = user
 
     def raw(self, name: str) -> Any:
         """The configured value without import-string resolution."""
