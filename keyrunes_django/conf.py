@@ -15,8 +15,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-#: Every supported key with its default. Keep in step with the README's
-#: settings reference.
+#: Every supported key with its default. Keep in step with the settings reference
+#: (docs/reference/settings.md; tests/test_readme.py checks every key has a row).
 DEFAULTS: dict[str, Any] = {
     # Where Keyrunes lives and which tenant this service belongs to.
     "BASE_URL": None,

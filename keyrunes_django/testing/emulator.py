@@ -179,7 +179,7 @@ def _add_user(
         password=password,
         groups=groups,
         first_login=first_login,
-        # Helpers may file a user under another organization (to test §3.4's
+        # Helpers may file a user under another organization (to test check-permission's
         # cross-organization refusal) while still using the namespace's groups.
         group_organization_id=_org_of(state, ns),
     )
@@ -366,7 +366,8 @@ class KeyrunesEmulator:
     the account lives in organization 1, namespace ``public``, groups
     ``superadmin`` and ``users``. ``seed`` is a mapping or a path to a JSON seed
     file (see the module docstring). ``server_quirks`` reproduces the defects of
-    server 0.2.0 (contract §10); it can also be flipped on a running emulator.
+    server 0.2.0 (expired tokens accepted, verify-org-key's 500, no policy checks
+    in tenants); it can also be flipped on a running emulator.
     """
 
     def __init__(

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--server-quirks",
         action="store_true",
-        help="reproduce the defects of Keyrunes 0.2.0 (contract §10)",
+        help="reproduce the defects of Keyrunes 0.2.0 (expired tokens pass, verify-org-key 500)",
     )
     return parser
 
