@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-import jwt
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -40,6 +39,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from keyrunes_django import signals, throttling
 from keyrunes_django.audit import client_ip
+from keyrunes_django.claims import parse, read_claims
 from keyrunes_django.client import get_client
 from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.exceptions import (
@@ -52,7 +52,7 @@ from keyrunes_django.exceptions import (
 )
 from keyrunes_django.identity import VerifiedIdentity
 from keyrunes_django.mapping import get_mapper
-from keyrunes_django.schemas import AuthResponse, TokenClaims
+from keyrunes_django.schemas import AuthResponse
 from keyrunes_django.sessions import set_password_change_required, store_session_token
 
 __all__ = [
@@ -138,12 +138,8 @@ def identity_from_login(response: AuthResponse) -> VerifiedIdentity:
     authoritative, and a token about someone else is a protocol error.
     """
     try:
-        payload = jwt.decode(
-            response.token,
-            options={"verify_signature": False, "verify_exp": False, "verify_iat": False},
-        )
-        claims = TokenClaims.from_payload(payload)
-    except (jwt.PyJWTError, InvalidToken) as exc:
+        claims = read_claims(parse(response.token))
+    except InvalidToken as exc:
         raise KeyrunesProtocolError("Keyrunes returned a login token that is not a JWT.") from exc
     user = response.user
     if claims.user_id != user.user_id or claims.namespace != user.namespace:

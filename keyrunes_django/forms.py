@@ -36,11 +36,10 @@ from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from keyrunes_django import throttling
+from keyrunes_django import tenancy, throttling
 from keyrunes_django.audit import client_ip
 from keyrunes_django.backends import SERVICE_UNAVAILABLE_MESSAGE, login_error
 from keyrunes_django.client import get_client
-from keyrunes_django.conf import keyrunes_settings
 from keyrunes_django.exceptions import KeyrunesError, KeyrunesHTTPError
 from keyrunes_django.schemas import AuthResponse
 
@@ -131,7 +130,7 @@ class KeyrunesRegistrationForm(forms.Form):
             attempt = throttling.acquire_registration(client_ip(self.request))
         except throttling.Throttled as exc:
             raise forms.ValidationError(str(exc), code=exc.code) from exc
-        scope = keyrunes_settings.ORGANIZATION_SCOPE
+        scope = tenancy.organization_scope()
         with attempt:  # every registration stays counted, accepted or not
             try:
                 self.auth_response = get_client().register(

@@ -35,10 +35,10 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
-from keyrunes_django import signals
+from keyrunes_django import signals, tenancy
 from keyrunes_django.bulk import groups_by_name
 from keyrunes_django.conf import keyrunes_settings
-from keyrunes_django.exceptions import MirrorRefused
+from keyrunes_django.exceptions import InvalidToken, MirrorRefused
 from keyrunes_django.identity import VerifiedIdentity
 from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
 
@@ -126,20 +126,20 @@ class UserMapper:
 
     def check_identity(self, identity: VerifiedIdentity) -> None:
         """Raise :class:`MirrorRefused` if this identity may not have a local user."""
-        namespace = str(keyrunes_settings.NAMESPACE)
-        if identity.namespace != namespace:
-            raise MirrorRefused(
-                f"Identity belongs to namespace {identity.namespace!r}; this service "
-                f"accepts only {namespace!r}.",
-                reason="wrong_namespace",
-            )
-        scope = keyrunes_settings.ORGANIZATION_SCOPE
-        if scope not in (None, "") and identity.organization_id != int(scope):
+        try:
+            tenancy.check_identity(identity.namespace, identity.organization_id)
+        except InvalidToken as exc:
+            if exc.reason == "wrong_namespace":
+                raise MirrorRefused(
+                    f"Identity belongs to namespace {identity.namespace!r}; this service "
+                    f"accepts only {tenancy.namespace()!r}.",
+                    reason="wrong_namespace",
+                ) from None
             raise MirrorRefused(
                 f"Identity belongs to organization {identity.organization_id}; this service "
-                f"accepts only {int(scope)}.",
+                f"accepts only {tenancy.organization_scope()}.",
                 reason="wrong_organization",
-            )
+            ) from None
         required = names(keyrunes_settings.REQUIRE_GROUP)
         denied = names(keyrunes_settings.DENY_GROUP)
         if (required or denied) and identity.groups is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.conf import settings
@@ -71,8 +72,12 @@ def test_stderr_tty_detection() -> None:
     assert not cmd._stderr_is_tty()
 
 
-def test_token_claims_of_garbage() -> None:
-    assert _common.token_claims("not-a-jwt") == {}
+def test_unreadable_service_token_falls_back_to_the_listing(kr: KeyrunesEmulator) -> None:
+    cmd, _o, _e = command()
+    token = cmd.service_token()
+    # Not a JWT: its organization cannot be read, so the listing names it (never a default).
+    with mock.patch("keyrunes_django.service_account.unverified_claims", return_value={}):
+        assert cmd.resolve_scope(token) == ("public", 1)
 
 
 def test_resolve_scope_order(kr: KeyrunesEmulator) -> None:

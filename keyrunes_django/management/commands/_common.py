@@ -17,11 +17,10 @@ from argparse import ArgumentParser, ArgumentTypeError, RawDescriptionHelpFormat
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-import jwt
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, reset_queries
 
-from keyrunes_django.conf import keyrunes_settings
+from keyrunes_django import tenancy
 from keyrunes_django.exceptions import (
     AuthenticationFailed,
     KeyrunesError,
@@ -181,28 +180,20 @@ class KeyrunesCommand(BaseCommand):
         when the token belongs to the configured ``NAMESPACE``, else the
         organization whose namespace is ``NAMESPACE`` (admin API listing).
         """
-        namespace = str(keyrunes_settings.NAMESPACE)
-        if organization_id is not None:
-            return namespace, int(organization_id)
-        scope = keyrunes_settings.ORGANIZATION_SCOPE
-        if scope not in (None, ""):
-            return namespace, int(scope)
-        claims = token_claims(token)
-        if claims.get("namespace") == namespace and isinstance(claims.get("organization_id"), int):
-            return namespace, int(claims["organization_id"])
-        from keyrunes_django.client import get_client
+        from keyrunes_django.service_account import resolve_organization_id
 
+        namespace = tenancy.namespace()
         try:
-            organizations = get_client().list_organizations(token)
+            return namespace, resolve_organization_id(
+                token, namespace, organization_id, scope=tenancy.organization_scope()
+            )
+        except ServiceAccountError as exc:
+            raise CommandError(
+                f"No organization has namespace {namespace!r}; set "
+                "KEYRUNES['ORGANIZATION_SCOPE'] or pass --organization-id."
+            ) from exc
         except KeyrunesError as exc:
             raise self.admin_error("Listing organizations", exc) from exc
-        for organization in organizations:
-            if organization.namespace == namespace:
-                return namespace, organization.organization_id
-        raise CommandError(
-            f"No organization has namespace {namespace!r}; set KEYRUNES['ORGANIZATION_SCOPE'] "
-            "or pass --organization-id."
-        )
 
 
 class SyncCommand(KeyrunesCommand):
@@ -292,19 +283,6 @@ def json_data(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
-
-
-def token_claims(token: str) -> dict[str, Any]:
-    """The claims of the service account's own token, unverified.
-
-    Only used to learn which organization our own token belongs to; nothing is
-    authorised on the strength of it.
-    """
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return {}
-    return claims if isinstance(claims, dict) else {}
 
 
 def positive_percent(value: str) -> float:
