@@ -51,8 +51,18 @@ def prepare_database(services: Services) -> list[str]:
     return ["Bearer " + t for t in json.loads(done.stdout)["simplejwt"]]
 
 
-def per_server(bench: harness.Bench, kind: str) -> dict[str, Any]:
+def per_server(bench: harness.Bench, kind: str, parts: set[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if "local" in parts:
+        local_mode(bench, kind, out)
+    if "remote" in parts:
+        remote_mode(bench, kind, out, faults="faults" in parts)
+    if "faults" in parts:
+        fault_scenarios(bench, kind, out)
+    return out
+
+
+def local_mode(bench: harness.Bench, kind: str, out: dict[str, Any]) -> None:
     step = time.monotonic()
     server = bench.server(kind, "local")
     try:
@@ -62,6 +72,9 @@ def per_server(bench: harness.Bench, kind: str) -> dict[str, Any]:
     finally:
         server.stop()
     log(f"{kind}: local mode and peers done ({time.monotonic() - step:.0f} s)")
+
+
+def remote_mode(bench: harness.Bench, kind: str, out: dict[str, Any], faults: bool) -> None:
     step = time.monotonic()
     bench.emulator.reset_counters()
     server = bench.server(kind, "remote")
@@ -74,9 +87,13 @@ def per_server(bench: harness.Bench, kind: str) -> dict[str, Any]:
         out["stampede"] = bench.stampede(server)
         out["remote_cold"] = bench.cold(server)
         log(f"{kind}: remote mode done ({time.monotonic() - step:.0f} s)")
-        out["faults"] = [bench.fault_scenario(kind, "outage, defaults", "outage", server)]
+        if faults:  # on this warm server, with default settings
+            out["faults"] = [bench.fault_scenario(kind, "outage, defaults", "outage", server)]
     finally:
         server.stop()
+
+
+def fault_scenarios(bench: harness.Bench, kind: str, out: dict[str, Any]) -> None:
     scenarios: list[tuple[str, str, dict[str, Any]]] = [
         ("outage, stale entries (CACHE_TTL=5)", "outage", {"CACHE_TTL": 5}),
         (f"slow Keyrunes ({bench.plan.slow_delay:g} s), defaults", "slow", {}),
@@ -92,9 +109,13 @@ def per_server(bench: harness.Bench, kind: str) -> dict[str, Any]:
         )
     for name, fault, settings in scenarios:
         step = time.monotonic()
-        out["faults"].append(bench.fault_scenario(kind, name, fault, **settings))
+        out.setdefault("faults", []).append(bench.fault_scenario(kind, name, fault, **settings))
         log(f"{kind}: {name} done ({time.monotonic() - step:.0f} s)")
-    return out
+
+
+#: What one run can measure (``--only``): warm and cold paths in each mode, the
+#: Keyrunes outage and slowness scenarios, the per-process memory curve.
+PARTS = ("local", "remote", "faults", "memory")
 
 
 def log(message: str) -> None:
@@ -108,7 +129,15 @@ def main() -> int:
     parser.add_argument("--redis-port", type=int, default=int(os.environ.get("REDIS_PORT", 63790)))
     parser.add_argument("--servers", default="gunicorn,uvicorn")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run (default: all of {','.join(PARTS)})",
+    )
     args = parser.parse_args()
+    parts = set(args.only.split(","))
+    if not parts <= set(PARTS):
+        parser.error(f"--only takes {','.join(PARTS)}")
     plan = harness.Plan.make(args.full)
     plan.servers = tuple(args.servers.split(","))
     started = time.monotonic()
@@ -121,8 +150,8 @@ def main() -> int:
     oidc = Helper([PY, str(HERE / "fake_oidc.py")])
     try:
         bench = harness.Bench(plan, services, emulator, oidc.base_url, prepare_database(services))
-        results = {kind: per_server(bench, kind) for kind in plan.servers}
-        points = bench.memory_curve()
+        results = {kind: per_server(bench, kind, parts) for kind in plan.servers}
+        points = bench.memory_curve() if "memory" in parts else []
         log(f"memory curve done; total {time.monotonic() - started:.0f} s")
     finally:
         oidc.stop()

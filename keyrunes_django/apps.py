@@ -24,6 +24,11 @@ class KeyrunesConfig(AppConfig):
 
         revocation.connect_receivers()
 
+        # A user saved inactive loses its remembered tokens in this process.
+        from keyrunes_django import tokens
+
+        tokens.connect_receivers()
+
         # Optional integrations, each only when its package is installed.
         from keyrunes_django.metrics import connect_metrics
 

@@ -37,7 +37,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
@@ -89,7 +89,7 @@ def credential_hash(credential: str) -> str:
 # ----------------------------------------------------------------------- entries
 
 
-@dataclass
+@dataclass(slots=True)
 class CacheEntry:
     """One cached verification outcome.
 
@@ -225,14 +225,14 @@ V = TypeVar("V")
 
 
 class LocalCache(Generic[V]):
-    """A bounded, thread-safe LRU mapping of str -> value (a :class:`CacheEntry` by default use)."""
+    """A bounded, thread-safe LRU mapping of hashable keys to values."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = max(0, int(maxsize))
-        self._data: OrderedDict[str, V] = OrderedDict()
+        self._data: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> V | None:
+    def get(self, key: Hashable) -> V | None:
         # Lock-free: each OrderedDict call is atomic under the GIL. The entry
         # may be evicted between the two calls; then it simply is not moved.
         entry = self._data.get(key)
@@ -243,7 +243,7 @@ class LocalCache(Generic[V]):
                 pass
         return entry
 
-    def set(self, key: str, entry: V) -> None:
+    def set(self, key: Hashable, entry: V) -> None:
         if self.maxsize == 0:
             return
         with self._lock:
@@ -252,7 +252,7 @@ class LocalCache(Generic[V]):
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: Hashable) -> None:
         with self._lock:
             self._data.pop(key, None)
 
@@ -289,9 +289,9 @@ class SingleFlight:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[Hashable, _Call] = {}
 
-    def run(self, key: str, func: Callable[[], T], *, wait_timeout: float = 60.0) -> T:
+    def run(self, key: Hashable, func: Callable[[], T], *, wait_timeout: float = 60.0) -> T:
         with self._lock:
             call = self._calls.get(key)
             leader = call is None
@@ -499,7 +499,7 @@ class VerificationCache:
         self.local: LocalCache[CacheEntry] = LocalCache(local_size)
         self.shared = shared
         self.flight = SingleFlight()
-        self._revalidating: dict[str, threading.Thread] = {}
+        self._revalidating: dict[tuple[str, str], threading.Thread] = {}
         self._revalidating_lock = threading.Lock()
 
     def lookup(
@@ -510,10 +510,15 @@ class VerificationCache:
         *,
         shared: bool,
         shared_first: bool = False,
+        remember: bool = True,
         on_stale: Callable[[KeyrunesUnavailable], None] | None = None,
         on_hit: Callable[[str], None] | None = None,
     ) -> CacheEntry:
         """The cached outcome for a credential, computing it on a miss.
+
+        With ``remember=False`` a computed outcome is not kept in this
+        process's LRU (the caller keeps what it needs); the shared cache and
+        single-flight still apply.
 
         ``on_hit`` is told where a cached answer came from: ``"process"``,
         ``"shared"`` or ``"stale"``.
@@ -526,7 +531,7 @@ class VerificationCache:
         :class:`KeyrunesUnavailable` (never cached; a usable stale answer is
         served instead, after calling ``on_stale``).
         """
-        key = kind + ":" + digest
+        key = (kind, digest)
         at = clock.now()
         entry = self.local.get(key)
         if entry is not None and entry.is_fresh(at) and not shared_first:
@@ -551,7 +556,9 @@ class VerificationCache:
                     on_hit("stale")
                 return stale
         try:
-            return self.flight.run(key, lambda: self._refresh(kind, digest, compute, shared, at))
+            return self.flight.run(
+                key, lambda: self._refresh(kind, digest, compute, shared, at, remember)
+            )
         except KeyrunesUnavailable as exc:
             if stale is None:
                 raise
@@ -570,7 +577,7 @@ class VerificationCache:
         on_stale: Callable[[KeyrunesUnavailable], None] | None,
     ) -> None:
         """Refresh a stale answer in a background thread, once per credential at a time."""
-        key = kind + ":" + digest
+        key = (kind, digest)
 
         def run() -> None:
             try:
@@ -600,9 +607,15 @@ class VerificationCache:
             thread.join(timeout)
 
     def _refresh(
-        self, kind: str, digest: str, compute: Compute, shared: bool, started: float
+        self,
+        kind: str,
+        digest: str,
+        compute: Compute,
+        shared: bool,
+        started: float,
+        remember: bool = True,
     ) -> CacheEntry:
-        key = kind + ":" + digest
+        key = (kind, digest)
         # Another thread may have finished the same call while we queued.
         current = self.local.get(key)
         if current is not None and current.stored_at >= started and current.is_fresh(clock.now()):
@@ -613,7 +626,7 @@ class VerificationCache:
                 self.local.set(key, answer)
                 return answer
         try:
-            return self._compute(kind, digest, compute, shared)
+            return self._compute(kind, digest, compute, shared, remember)
         finally:
             if shared:
                 self.shared.release(kind, digest)
@@ -628,20 +641,22 @@ class VerificationCache:
                 return record
         return None
 
-    def _compute(self, kind: str, digest: str, compute: Compute, shared: bool) -> CacheEntry:
-        key = kind + ":" + digest
+    def _compute(
+        self, kind: str, digest: str, compute: Compute, shared: bool, remember: bool = True
+    ) -> CacheEntry:
         try:
             value, expires_at = compute()
         except InvalidToken as exc:
             done = self.policy.negative_entry(exc, clock.now())
         else:
             done = self.policy.positive_entry(value, clock.now(), expires_at)
-        self.local.set(key, done)
+        if remember:
+            self.local.set((kind, digest), done)
         if shared:
             self.shared.set(kind, digest, done, clock.now())
         return done
 
-    def _serve_stale(self, key: str, stale: CacheEntry) -> CacheEntry:
+    def _serve_stale(self, key: tuple[str, str], stale: CacheEntry) -> CacheEntry:
         # Re-served from memory for a short while instead of timing out on every request.
         retry = CacheEntry(
             value=stale.value,
@@ -654,12 +669,12 @@ class VerificationCache:
 
     def peek(self, kind: str, digest: str) -> CacheEntry | None:
         """The fresh per-process entry, if any (no I/O: safe on an event loop)."""
-        entry = self.local.get(kind + ":" + digest)
+        entry = self.local.get((kind, digest))
         if entry is not None and entry.is_fresh(clock.now()):
             return entry
         return None
 
     def forget(self, kind: str, digest: str) -> None:
         """Drop a credential's answer here and in the shared cache."""
-        self.local.delete(kind + ":" + digest)
+        self.local.delete((kind, digest))
         self.shared.delete(kind, digest)

@@ -170,7 +170,7 @@ def revoke_subjects(subjects: list[Subject], *, reason: str) -> datetime:
         _new_epoch()
     names = {(s.namespace, s.user_id) for s in subjects}
     get_authenticator().users.discard_where(
-        lambda memo: (memo.identity.namespace, memo.identity.user_id) in names
+        lambda memo: memo.subject() in names
     )
     if subjects:
         _announce("tokens_revoked", reason, None, count=len(subjects), not_before=not_before)

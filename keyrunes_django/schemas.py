@@ -18,7 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from pydantic import ValidationError as PydanticValidationError
 
 from keyrunes_django.exceptions import InvalidToken
-from keyrunes_django.identity import IdentitySource, VerifiedIdentity
+from keyrunes_django.identity import (
+    IdentitySource,
+    VerifiedIdentity,
+    common_groups,
+    common_string,
+)
 
 __all__ = [
     "AdminCheckPermissionRequest",
@@ -464,16 +469,32 @@ class TokenClaims(_Response):
         return datetime.fromtimestamp(self.iat, tz=timezone.utc)
 
     def to_identity(self, source: IdentitySource = "token") -> VerifiedIdentity:
+        # The payload holds the same string objects as the identity's fields, and
+        # values many tokens repeat (namespace, groups, issuer) are shared: a
+        # process may remember many thousands of identities.
+        groups = [common_string(g) for g in self.groups]
+        namespace = common_string(self.namespace)
+        payload: dict[str, object] = {
+            "sub": self.sub,
+            "email": self.email,
+            "username": self.username,
+            "groups": groups,
+            "namespace": namespace,
+            "organization_id": self.organization_id,
+            "exp": self.exp,
+            "iat": self.iat,
+            "iss": common_string(self.iss),
+        }
         return VerifiedIdentity(
             user_id=self.user_id,
             username=self.username,
             email=self.email,
-            namespace=self.namespace,
+            namespace=namespace,
             organization_id=self.organization_id,
-            groups=tuple(self.groups),
+            groups=common_groups(groups),
             expires_at=self.expires_at,
             issued_at=self.issued_at,
             external_id=None,
             source=source,
-            payload=self.model_dump(mode="json"),
+            payload=payload,
         )

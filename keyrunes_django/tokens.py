@@ -31,14 +31,21 @@ raises :class:`~keyrunes_django.exceptions.KeyrunesUnavailable`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import itertools
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
 
 from asgiref.sync import sync_to_async
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 
 from keyrunes_django import signals, tenancy
 from keyrunes_django.cache import (
@@ -62,7 +69,15 @@ from keyrunes_django.exceptions import (
     KeyrunesUnavailable,
     MirrorRefused,
 )
-from keyrunes_django.identity import OrganizationPrincipal, VerifiedIdentity
+from keyrunes_django.identity import (
+    PACKED_COMPARED,
+    PACKED_NAMESPACE,
+    PACKED_USER_ID,
+    OrganizationPrincipal,
+    VerifiedIdentity,
+    pack_identity,
+    unpack_identity,
+)
 from keyrunes_django.revocation import Subject, is_revoked, revocation_epoch
 from keyrunes_django.users import OrganizationUser, StatelessUser
 from keyrunes_django.verification import verify_organization_key, verify_token
@@ -118,30 +133,149 @@ class Authenticated:
     principal: VerifiedIdentity | OrganizationPrincipal
 
 
-class _Memo:
-    """A mirrored token's ready answer, kept until its cache entry stops being fresh.
+class UserRow:
+    """A mirrored user's column values; every request gets its own user built from them.
 
-    ``generation`` is the authenticator's revocation generation when the token
-    was last found not revoked; a memo of an older generation is not used until
-    the token is checked again.
+    One row is shared by all tokens of a user in a process. Keeping values
+    instead of a model instance keeps an entry small and never hands one
+    mutable user object to two concurrent requests. The password column is
+    left deferred (loaded if something reads it): bearer requests never need
+    it, and a process need not hold every user's hash. ``fingerprint`` is
+    what the mirror wrote the row from (see
+    :meth:`TokenAuthenticator.returning_user`).
     """
 
-    __slots__ = ("fresh_until", "generation", "identity", "result")
+    __slots__ = ("copy", "db", "fast", "fingerprint", "is_active", "model", "pk", "values")
+
+    def __init__(self, user: Any, fingerprint: int) -> None:
+        model = type(user)
+        self.model = model
+        self.db: str | None = user._state.db
+        self.values = tuple(getattr(user, name) for name in _kept_names(model))
+        self.pk = user.pk
+        self.is_active = bool(getattr(user, "is_active", True))
+        self.fingerprint = fingerprint
+        # Values of immutable types are shared by every user built from the row;
+        # anything else (a JSONField's dict) is copied for each one.
+        self.copy = not all(isinstance(v, _IMMUTABLE) for v in self.values)
+        # Model.__init__ only stores each value unless a field has a setter or
+        # someone listens to pre_init/post_init; then it must run.
+        self.fast = (
+            _plain_attributes(model)
+            and not pre_init.has_listeners(model)
+            and not post_init.has_listeners(model)
+        )
+
+    def build(self) -> Any:
+        """A new user instance with the remembered values (no query)."""
+        values = copy.deepcopy(self.values) if self.copy else self.values
+        if not self.fast:
+            return self.model.from_db(self.db, _kept_names(self.model), values)
+        user = _new_object(self.model)
+        attributes = dict(zip(_kept_names(self.model), values))
+        state = attributes["_state"] = ModelState()
+        state.db = self.db
+        state.adding = False
+        user.__dict__ = attributes
+        return user
+
+
+_new_object = object.__new__
+_KEPT_NAMES: dict[type, tuple[str, ...]] = {}
+_PLAIN: dict[type, bool] = {}
+
+
+def _kept_names(model: type) -> tuple[str, ...]:
+    names = _KEPT_NAMES.get(model)
+    if names is None:
+        names = _KEPT_NAMES[model] = tuple(
+            f.attname
+            for f in model._meta.concrete_fields  # type: ignore[attr-defined]
+            if f.attname != "password"
+        )
+    return names
+
+
+def _plain_attributes(model: type) -> bool:
+    """Whether every column of ``model`` is a plain attribute (no descriptor with a setter)."""
+    plain = _PLAIN.get(model)
+    if plain is None:
+        plain = _PLAIN[model] = not any(
+            hasattr(inspect.getattr_static(model, name, None), "__set__")
+            for name in _kept_names(model)
+        )
+    return plain
+
+
+class _SameUser:
+    """The row interface for a user object that is no model instance: handed out as is."""
+
+    __slots__ = ("is_active", "pk", "user")
+
+    def __init__(self, user: Any) -> None:
+        self.user = user
+        self.pk = getattr(user, "pk", None)
+        self.is_active = bool(getattr(user, "is_active", True))
+
+    def build(self) -> Any:
+        return self.user
+
+
+_IMMUTABLE = (str, int, float, bool, type(None), bytes, datetime, date, time, Decimal, UUID)
+
+
+class _Memo:
+    """A mirrored token's answer, kept until its cache entry stops being fresh.
+
+    The identity is kept packed and the user as a shared :class:`UserRow`
+    (None for :class:`~keyrunes_django.users.StatelessUser`, built from the
+    identity): each request gets objects of its own. ``generation`` is the
+    authenticator's revocation generation when the token was last found not
+    revoked; a memo of an older generation is not used until the token is
+    checked again.
+    """
+
+    __slots__ = ("fresh_until", "generation", "packed", "row")
 
     def __init__(
         self,
-        result: Authenticated,
         identity: VerifiedIdentity,
+        row: UserRow | _SameUser | None,
         fresh_until: float,
         generation: int,
     ) -> None:
-        self.result = result
-        self.identity = identity
+        self.packed = pack_identity(identity)
+        self.row = row
         self.fresh_until = fresh_until
         self.generation = generation
 
+    @property
+    def is_active(self) -> bool:
+        return self.row is None or self.row.is_active
 
-def _fingerprint(identity: VerifiedIdentity) -> str:
+    def is_for(self, identity: VerifiedIdentity) -> bool:
+        """Whether this memo answers for ``identity`` (equal as identities compare)."""
+        return self.packed[:PACKED_COMPARED] == pack_identity(identity)[:PACKED_COMPARED]
+
+    def subject(self) -> tuple[object, object]:
+        """(namespace, remote user id) of the token's user."""
+        return self.packed[PACKED_NAMESPACE], self.packed[PACKED_USER_ID]
+
+    def answer(self) -> Authenticated:
+        """The identity and a user object of this request's own."""
+        identity = unpack_identity(self.packed)
+        if self.row is None:
+            return Authenticated(StatelessUser(identity), identity)
+        return Authenticated(self.row.build(), identity)
+
+    def user(self) -> Any:
+        """A user object of this request's own."""
+        if self.row is None:
+            return StatelessUser(unpack_identity(self.packed))
+        return self.row.build()
+
+
+def _fingerprint(identity: VerifiedIdentity) -> int:
     """What the mirror writes from an identity, without the token's own times."""
     payload = {k: v for k, v in identity.payload.items() if k not in ("exp", "iat")}
     parts = [
@@ -155,7 +289,7 @@ def _fingerprint(identity: VerifiedIdentity) -> str:
         repr(sorted(identity.groups or ())) if identity.groups is not None else "None",
         repr(sorted(payload.items())),
     ]
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+    return int.from_bytes(hashlib.sha256("\x00".join(parts).encode()).digest()[:16], "big")
 
 
 def _signing_key() -> bytes:
@@ -199,7 +333,7 @@ class TokenAuthenticator:
         self.cache = VerificationCache(policy, int(s.LOCAL_CACHE_SIZE), shared)
         self.users: LocalCache[_Memo] = LocalCache(int(s.LOCAL_CACHE_SIZE))
         # Per remote user: what was last mirrored (a fingerprint), and the row.
-        self.subjects: LocalCache[tuple[str, Any, Any]] = LocalCache(int(s.LOCAL_CACHE_SIZE))
+        self.subjects: LocalCache[UserRow] = LocalCache(int(s.LOCAL_CACHE_SIZE))
         self.revocation_interval = float(s.REVOCATION_CHECK_INTERVAL)
         # Revocations made elsewhere: the shared revocation epoch seen last, when
         # it was read, and a generation that moves on whenever it changed.
@@ -233,7 +367,9 @@ class TokenAuthenticator:
             expires = identity.expires_at
             return identity, expires.timestamp() if expires is not None else None
 
-        entry = self._lookup(credential, compute, shared=remote, request=request)
+        # A local verification is a signature check, cheaper than remembering
+        # it twice: the token's memo (see get_user) is its only per-process entry.
+        entry = self._lookup(credential, compute, shared=remote, remember=remote, request=request)
         assert isinstance(entry.value, VerifiedIdentity)
         return Verified(credential, entry.value, entry.fresh_until)
 
@@ -290,9 +426,11 @@ class TokenAuthenticator:
         generation = self.generation
         digest = verified.credential.digest
         memo = self.users.get(digest)
-        if memo is None or memo.identity != identity or memo.generation != generation:
+        if memo is not None and not memo.is_for(identity):
+            memo = None
+        if memo is None or memo.generation != generation:
             self.check_revocation(verified.credential, identity, request)
-        if memo is None or memo.identity != identity:
+        if memo is None:
             try:
                 user = self.cache.flight.run(
                     "mirror:" + digest, lambda: self.returning_user(identity)
@@ -304,12 +442,12 @@ class TokenAuthenticator:
                     InvalidToken(exc.message, reason=exc.reason), verified.credential, request
                 )
                 raise
-            memo = _Memo(Authenticated(user, identity), identity, verified.fresh_until, generation)
+            memo = _Memo(identity, self.row_of(identity, user), verified.fresh_until, generation)
             self.users.set(digest, memo)
         else:
             memo.generation = generation
-        user = memo.result.user
-        if not getattr(user, "is_active", True):
+            user = memo.user()
+        if not memo.is_active:
             err = invalid("user_inactive")
             self.report_rejected(err, verified.credential, request)
             raise err
@@ -325,17 +463,27 @@ class TokenAuthenticator:
         if self.stateless:
             return self.mirror(identity)
         subject = f"{identity.namespace}:{identity.user_id}"
-        known = self.subjects.get(subject)
-        fingerprint = _fingerprint(identity)
-        if known is not None and known[0] == fingerprint:
-            model, pk = known[1], known[2]
+        row = self.subjects.get(subject)
+        if row is not None and row.fingerprint == _fingerprint(identity):
             try:
-                return model._default_manager.get(pk=pk)
-            except model.DoesNotExist:
+                return row.model._default_manager.get(pk=row.pk)
+            except row.model.DoesNotExist:
                 pass  # deleted locally since: mirror again
-        user = self.mirror(identity)
-        self.subjects.set(subject, (fingerprint, type(user), user.pk))
-        return user
+        return self.mirror(identity)
+
+    def row_of(self, identity: VerifiedIdentity, user: Any) -> UserRow | _SameUser | None:
+        """The remembered values of a user just read or mirrored (None for a stateless user).
+
+        Also what :meth:`returning_user` compares the user's next token with.
+        """
+        if type(user) is StatelessUser:
+            return None
+        if not hasattr(user, "_meta"):
+            return _SameUser(user)
+        subject = f"{identity.namespace}:{identity.user_id}"
+        row = UserRow(user, _fingerprint(identity))
+        self.subjects.set(subject, row)
+        return row
 
     def reactivated(self, verified: Verified, user: Any) -> Any:
         """The user once Keyrunes confirms it, for an inactive user of a locally verified token.
@@ -396,10 +544,10 @@ class TokenAuthenticator:
         now = clock.now()
         if now >= memo.fresh_until or now - self.revocations_checked_at > self.revocation_interval:
             return None
-        if not getattr(memo.result.user, "is_active", True):
+        if not memo.is_active:
             return None
         _count_warm_answer()
-        return memo.result
+        return memo.answer()
 
     def read_token(self, request: HttpRequest) -> Credential | None:
         """The request's bearer token, if any."""
@@ -468,6 +616,7 @@ class TokenAuthenticator:
         *,
         shared: bool,
         shared_first: bool = False,
+        remember: bool = True,
         request: HttpRequest | None,
     ) -> CacheEntry:
         operation = "verify_token" if credential.kind == "token" else "verify_org_key"
@@ -494,6 +643,7 @@ class TokenAuthenticator:
                 counted,
                 shared=shared,
                 shared_first=shared_first,
+                remember=remember,
                 on_stale=stale,
                 on_hit=hit,
             )
@@ -584,7 +734,18 @@ class TokenAuthenticator:
     def forget_subject(self, namespace: str, user_id: int) -> None:
         """Drop this process's remembered users of one remote user (after a revocation)."""
         self.users.discard_where(
-            lambda memo: memo.identity.user_id == user_id and memo.identity.namespace == namespace
+            lambda memo: memo.subject() == (namespace, user_id)
+        )
+
+    def forget_user(self, model: type, pk: Any) -> int:
+        """Drop this process's remembered tokens of one local user; how many were dropped."""
+        return self.users.discard_where(
+            lambda memo: (
+                memo.row is not None
+                and type(memo.row) is UserRow
+                and memo.row.model is model
+                and memo.row.pk == pk
+            )
         )
 
     def forget(self, kind: CredentialKind, text: str) -> None:
@@ -592,6 +753,24 @@ class TokenAuthenticator:
         digest = credential_hash(text)
         self.cache.forget(kind, digest)
         self.users.delete(digest)
+
+
+def _on_user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # A user deactivated here (the admin, a shell) is refused by this process at
+    # once; other processes refuse it when their entry for the token ends.
+    if getattr(instance, "is_active", True) or _authenticator is None:
+        return
+    _authenticator.forget_user(type(instance), instance.pk)
+
+
+def connect_receivers() -> None:
+    """Forget a user's remembered tokens when it is saved inactive (from ``AppConfig.ready``)."""
+    from django.contrib.auth import get_user_model
+    from django.db.models.signals import post_save
+
+    post_save.connect(
+        _on_user_saved, sender=get_user_model(), dispatch_uid="keyrunes_django.tokens"
+    )
 
 
 # Warm answers are counted, not signalled: a signal per warm request would cost

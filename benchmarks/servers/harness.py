@@ -31,8 +31,10 @@ class Plan:
     rounds: int = 1
     warm_seconds: float = 1.6  # per variant, in slices taking turns
     fault_seconds: float = 3.0
-    slow_seconds: float = 13.0
-    slow_delay: float = 12.0
+    # Slower than the call deadline (5 s by default) is what matters; the full
+    # run uses the 12 s of the original report.
+    slow_seconds: float = 9.0
+    slow_delay: float = 8.0
     memory_points: tuple[int, ...] = (0, 1000, 2000)
     #: How many times warm-up sends each known token (both workers should see most).
     warm_up_passes: int = 2
@@ -47,6 +49,7 @@ class Plan:
             warm_seconds=6.0,
             fault_seconds=15.0,
             slow_seconds=30.0,
+            slow_delay=12.0,
             memory_points=(0, 1000, 10_000),
             warm_up_passes=4,
         )
@@ -121,6 +124,7 @@ class Bench:
                 duration=120,
                 max_requests=len(headers),
             )
+            self.fill_every_worker(server, sorted(set(headers)))
         if peers:
             for path, pool in (
                 ("/simplejwt/", self.simplejwt_headers),
@@ -134,6 +138,40 @@ class Bench:
                     duration=1.0,
                     max_requests=2000,
                 )
+
+    def fill_every_worker(self, server: Server, known: list[str], rounds: int = 6) -> None:
+        """More passes until every worker remembers every known token (warm means warm).
+
+        Which worker takes a request is the kernel's choice, so a few passes
+        leave each worker a share of tokens it never saw; those would be cold
+        requests inside the warm figures.
+        """
+        for _ in range(rounds):
+            if min(self.remembered(server).values(), default=0) >= len(known):
+                return
+            headers = list(known)
+            random.Random(rounds).shuffle(headers)
+            run_load(
+                server,
+                "/keyrunes/",
+                [{"name": "w", "headers": headers, "pick": "unique"}],
+                concurrency=8,
+                duration=120,
+                max_requests=len(headers),
+            )
+
+    def remembered(self, server: Server) -> dict[int, int]:
+        """{worker pid: tokens it remembers}, asking until every worker answered."""
+        from infra import get_json
+
+        seen: dict[int, int] = {}
+        workers = len(server.worker_pids()) or 1
+        for _ in range(40):
+            stats = get_json(server.url("/bench-stats/"))
+            seen[int(stats["pid"])] = int(stats["user_entries"])
+            if len(seen) >= workers:
+                break
+        return seen
 
     def pools_for(self, variant: str, dist: str) -> list[dict[str, Any]]:
         headers = {"simplejwt": self.simplejwt_headers, "oidc": self.oidc_headers}.get(
