@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Literal
+from datetime import datetime
+from typing import Literal, cast
 
 SUPERADMIN_GROUP = "superadmin"
 ADMIN_GROUP = "admin"
@@ -195,12 +195,13 @@ def unpack_identity(packed: PackedIdentity) -> VerifiedIdentity:
     Built without ``__init__`` (its checks ran when the identity was first
     made): this runs for every request a process answers from memory.
     """
-    keys, values, thawed = packed[10], packed[11], packed[12]
-    payload = dict(zip(keys, values))  # type: ignore[call-overload]
-    for i in thawed:  # type: ignore[attr-defined]
-        payload[keys[i]] = _thaw(values[i])  # type: ignore[index]
+    keys = cast("tuple[str, ...]", packed[10])
+    values = cast("tuple[object, ...]", packed[11])
+    payload = dict(zip(keys, values, strict=True))
+    for i in cast("tuple[int, ...]", packed[12]):
+        payload[keys[i]] = _thaw(values[i])
     identity = _new_identity(VerifiedIdentity)
-    for setter, value in zip(_SETTERS, packed[:10]):
+    for setter, value in zip(_SETTERS, packed[:10], strict=False):
         setter(identity, value)
     _SETTERS[10](identity, payload)
-    return identity  # type: ignore[no-any-return]
+    return cast(VerifiedIdentity, identity)

@@ -172,7 +172,7 @@ class UserRow:
         if not self.fast:
             return self.model.from_db(self.db, _kept_names(self.model), values)
         user = _new_object(self.model)
-        attributes = dict(zip(_kept_names(self.model), values))
+        attributes = dict(zip(_kept_names(self.model), values, strict=True))
         state = attributes["_state"] = ModelState()
         state.db = self.db
         state.adding = False
@@ -733,9 +733,7 @@ class TokenAuthenticator:
 
     def forget_subject(self, namespace: str, user_id: int) -> None:
         """Drop this process's remembered users of one remote user (after a revocation)."""
-        self.users.discard_where(
-            lambda memo: memo.subject() == (namespace, user_id)
-        )
+        self.users.discard_where(lambda memo: memo.subject() == (namespace, user_id))
 
     def forget_user(self, model: type, pk: Any) -> int:
         """Drop this process's remembered tokens of one local user; how many were dropped."""

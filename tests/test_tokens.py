@@ -78,7 +78,8 @@ class TestAuthenticateTokenLocal:
         auth = get_authenticator()
         first = auth.authenticate(request)
         second = auth.authenticate(request)
-        assert first is not None and second is not None
+        assert first is not None
+        assert second is not None
         assert first.principal == second.principal
         assert len(verify_calls) == 1
 
