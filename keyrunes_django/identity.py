@@ -204,4 +204,4 @@ def unpack_identity(packed: PackedIdentity) -> VerifiedIdentity:
     for setter, value in zip(_SETTERS, packed[:10], strict=False):
         setter(identity, value)
     _SETTERS[10](identity, payload)
-    return cast(VerifiedIdentity, identity)
+    return identity
