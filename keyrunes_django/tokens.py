@@ -31,21 +31,14 @@ raises :class:`~keyrunes_django.exceptions.KeyrunesUnavailable`.
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import inspect
 import itertools
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import date, datetime, time
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
-from uuid import UUID
 
 from asgiref.sync import sync_to_async
-from django.db.models.base import ModelState
-from django.db.models.signals import post_init, pre_init
 
 from keyrunes_django import signals, tenancy
 from keyrunes_django.cache import (
@@ -79,6 +72,7 @@ from keyrunes_django.identity import (
     unpack_identity,
 )
 from keyrunes_django.revocation import Subject, is_revoked, revocation_epoch
+from keyrunes_django.user_rows import SameUser, UserRow, read_user
 from keyrunes_django.users import OrganizationUser, StatelessUser
 from keyrunes_django.verification import verify_organization_key, verify_token
 
@@ -133,97 +127,6 @@ class Authenticated:
     principal: VerifiedIdentity | OrganizationPrincipal
 
 
-class UserRow:
-    """A mirrored user's column values; every request gets its own user built from them.
-
-    One row is shared by all tokens of a user in a process. Keeping values
-    instead of a model instance keeps an entry small and never hands one
-    mutable user object to two concurrent requests. The password column is
-    left deferred (loaded if something reads it): bearer requests never need
-    it, and a process need not hold every user's hash. ``fingerprint`` is
-    what the mirror wrote the row from (see
-    :meth:`TokenAuthenticator.returning_user`).
-    """
-
-    __slots__ = ("copy", "db", "fast", "fingerprint", "is_active", "model", "pk", "values")
-
-    def __init__(self, user: Any, fingerprint: int) -> None:
-        model = type(user)
-        self.model = model
-        self.db: str | None = user._state.db
-        self.values = tuple(getattr(user, name) for name in _kept_names(model))
-        self.pk = user.pk
-        self.is_active = bool(getattr(user, "is_active", True))
-        self.fingerprint = fingerprint
-        # Values of immutable types are shared by every user built from the row;
-        # anything else (a JSONField's dict) is copied for each one.
-        self.copy = not all(isinstance(v, _IMMUTABLE) for v in self.values)
-        # Model.__init__ only stores each value unless a field has a setter or
-        # someone listens to pre_init/post_init; then it must run.
-        self.fast = (
-            _plain_attributes(model)
-            and not pre_init.has_listeners(model)
-            and not post_init.has_listeners(model)
-        )
-
-    def build(self) -> Any:
-        """A new user instance with the remembered values (no query)."""
-        values = copy.deepcopy(self.values) if self.copy else self.values
-        if not self.fast:
-            return self.model.from_db(self.db, _kept_names(self.model), values)
-        user = _new_object(self.model)
-        attributes = dict(zip(_kept_names(self.model), values, strict=True))
-        state = attributes["_state"] = ModelState()
-        state.db = self.db
-        state.adding = False
-        user.__dict__ = attributes
-        return user
-
-
-_new_object = object.__new__
-_KEPT_NAMES: dict[type, tuple[str, ...]] = {}
-_PLAIN: dict[type, bool] = {}
-
-
-def _kept_names(model: type) -> tuple[str, ...]:
-    names = _KEPT_NAMES.get(model)
-    if names is None:
-        names = _KEPT_NAMES[model] = tuple(
-            f.attname
-            for f in model._meta.concrete_fields  # type: ignore[attr-defined]
-            if f.attname != "password"
-        )
-    return names
-
-
-def _plain_attributes(model: type) -> bool:
-    """Whether every column of ``model`` is a plain attribute (no descriptor with a setter)."""
-    plain = _PLAIN.get(model)
-    if plain is None:
-        plain = _PLAIN[model] = not any(
-            hasattr(inspect.getattr_static(model, name, None), "__set__")
-            for name in _kept_names(model)
-        )
-    return plain
-
-
-class _SameUser:
-    """The row interface for a user object that is no model instance: handed out as is."""
-
-    __slots__ = ("is_active", "pk", "user")
-
-    def __init__(self, user: Any) -> None:
-        self.user = user
-        self.pk = getattr(user, "pk", None)
-        self.is_active = bool(getattr(user, "is_active", True))
-
-    def build(self) -> Any:
-        return self.user
-
-
-_IMMUTABLE = (str, int, float, bool, type(None), bytes, datetime, date, time, Decimal, UUID)
-
-
 class _Memo:
     """A mirrored token's answer, kept until its cache entry stops being fresh.
 
@@ -240,7 +143,7 @@ class _Memo:
     def __init__(
         self,
         identity: VerifiedIdentity,
-        row: UserRow | _SameUser | None,
+        row: UserRow | SameUser | None,
         fresh_until: float,
         generation: int,
     ) -> None:
@@ -465,13 +368,13 @@ class TokenAuthenticator:
         subject = f"{identity.namespace}:{identity.user_id}"
         row = self.subjects.get(subject)
         if row is not None and row.fingerprint == _fingerprint(identity):
-            try:
-                return row.model._default_manager.get(pk=row.pk)
-            except row.model.DoesNotExist:
-                pass  # deleted locally since: mirror again
+            user = read_user(row.model, row.pk)
+            if user is not None:
+                return user
+            # deleted locally since: mirror again
         return self.mirror(identity)
 
-    def row_of(self, identity: VerifiedIdentity, user: Any) -> UserRow | _SameUser | None:
+    def row_of(self, identity: VerifiedIdentity, user: Any) -> UserRow | SameUser | None:
         """The remembered values of a user just read or mirrored (None for a stateless user).
 
         Also what :meth:`returning_user` compares the user's next token with.
@@ -479,7 +382,7 @@ class TokenAuthenticator:
         if type(user) is StatelessUser:
             return None
         if not hasattr(user, "_meta"):
-            return _SameUser(user)
+            return SameUser(user)
         subject = f"{identity.namespace}:{identity.user_id}"
         row = UserRow(user, _fingerprint(identity))
         self.subjects.set(subject, row)

@@ -21,7 +21,8 @@ from keyrunes_django.identity import (
     pack_identity,
     unpack_identity,
 )
-from keyrunes_django.tokens import UserRow, get_authenticator
+from keyrunes_django.tokens import get_authenticator
+from keyrunes_django.user_rows import UserRow, read_user
 from tests.factories import make_token
 
 pytestmark = pytest.mark.usefixtures("local")
@@ -243,3 +244,55 @@ def held_bytes(auth: Any) -> int:
         total += sys.getsizeof(obj)
         stack.extend(gc.get_referents(obj))
     return total
+
+
+@pytest.mark.django_db
+class TestReadUser:
+    def test_one_compiled_query_without_the_password(self) -> None:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        user = get_user_model().objects.create_user("reader", "r@example.com", "pw")
+        with CaptureQueriesContext(connection) as queries:
+            first = read_user(type(user), user.pk)
+            second = read_user(type(user), user.pk)
+        assert len(queries.captured_queries) == 2
+        assert "password" not in queries.captured_queries[1]["sql"]
+        assert first.pk == second.pk == user.pk
+        assert first is not second
+        assert first.get_deferred_fields() == {"password"}
+        assert first.password == user.password  # loaded on demand
+
+    def test_a_missing_row_is_none(self) -> None:
+        assert read_user(get_user_model(), 987_654) is None
+
+    def test_models_without_a_password_and_the_orm_fallback(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from django.contrib.auth.models import Group
+
+        from keyrunes_django import user_rows
+
+        group = Group.objects.create(name="readers")
+        assert read_user(Group, group.pk).name == "readers"
+        monkeypatch.setattr(user_rows, "_READS", {})
+        monkeypatch.setattr(user_rows, "_compile_read", lambda model, alias: None)
+        user = get_user_model().objects.create_user("orm-reader")
+        assert read_user(get_user_model(), user.pk).username == "orm-reader"
+        assert read_user(get_user_model(), 987_654) is None
+
+    def test_a_manager_with_related_rows_is_not_compiled(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from django.contrib.auth.models import Permission
+
+        from keyrunes_django import user_rows
+
+        manager = Permission._default_manager
+        plain = manager.get_queryset
+        assert user_rows._compile_read(Permission, "default") is not None
+        monkeypatch.setattr(manager, "get_queryset", lambda: plain().select_related("content_type"))
+        monkeypatch.setattr(user_rows, "_READS", {})
+        assert user_rows._compile_read(Permission, "default") is None
+        permission = Permission.objects.first()
+        assert read_user(Permission, permission.pk).codename == permission.codename
