@@ -18,6 +18,13 @@ States:
 
 Every change of state is logged (logger ``keyrunes_django.client``) and sent as
 :data:`keyrunes_django.signals.breaker_state_changed`.
+
+Processes sharing a cache (``CACHE_ALIAS``, Redis) share the *open* state:
+the process whose breaker opens records until when in the shared cache (an
+HMAC-sealed record), and every other process, on its next call to Keyrunes,
+finds it and opens its own breaker for the rest of that cool-down instead of
+spending its own retries on a server known to be down. Each process still
+sends its own probe when the cool-down ends.
 """
 
 from __future__ import annotations
@@ -26,13 +33,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 
 from keyrunes_django.exceptions import CircuitOpen
 
-__all__ = ["CircuitBreaker", "Permit", "get_breaker", "reset_breaker"]
+__all__ = [
+    "CircuitBreaker",
+    "FleetState",
+    "Permit",
+    "SharedFleetState",
+    "get_breaker",
+    "reset_breaker",
+]
 
 logger = logging.getLogger("keyrunes_django.client")
 
@@ -44,7 +58,26 @@ HALF_OPEN: BreakerState = "half_open"
 DEFAULT_FAILURES = 5
 DEFAULT_COOLDOWN = 10.0
 
+#: Seconds between two looks at the shared open state, per process.
+FLEET_CHECK_INTERVAL = 1.0
+
 _Transition = tuple[BreakerState, BreakerState, int, float]
+
+
+class FleetState(Protocol):
+    """Where processes publish and find an open breaker (wall-clock seconds)."""
+
+    def opened_until(self) -> float | None:
+        """Until when another process found Keyrunes down (None: not known to be)."""
+
+    def publish_open(self, until: float) -> None:
+        """Tell the other processes that Keyrunes is down until ``until``."""
+
+
+def _wall_clock() -> float:
+    from keyrunes_django.conf import clock
+
+    return clock.now()
 
 
 class Permit:
@@ -90,9 +123,14 @@ class CircuitBreaker:
         cooldown: float = DEFAULT_COOLDOWN,
         *,
         clock: Callable[[], float] = time.monotonic,
+        fleet: FleetState | None = None,
+        wall_clock: Callable[[], float] = _wall_clock,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
+        self._wall_clock = wall_clock
+        self.fleet = fleet
+        self._fleet_checked_at = float("-inf")
         self._threshold = failures
         self._cooldown = cooldown
         self._state: BreakerState = CLOSED
@@ -139,12 +177,16 @@ class CircuitBreaker:
         deadline): a probe that has not reported back by then is given up.
         """
         transitions: list[_Transition] = []
+        fleet_until = self._fleet_opened_until()
         with self._lock:
             now = self._clock()
+            if fleet_until is not None and self._state == CLOSED and self._threshold > 0:
+                self._adopt(fleet_until, now, transitions)
             if self._threshold <= 0 or self._state == CLOSED:
                 return Permit(self, self._generation, probe=False)
             wait = self._retry_after(now)
             if wait > 0:
+                self._announce(transitions)
                 raise CircuitOpen(
                     f"Keyrunes circuit breaker is {self._state}; no call made "
                     f"(next attempt in {wait:.1f} s).",
@@ -157,6 +199,33 @@ class CircuitBreaker:
             self._probe_expires = now + max(0.0, budget)
         self._announce(transitions)
         return permit
+
+    def _fleet_opened_until(self) -> float | None:
+        """The shared open state, looked at once per :data:`FLEET_CHECK_INTERVAL` while closed."""
+        fleet = self.fleet
+        if fleet is None or self._state != CLOSED or self._threshold <= 0:
+            return None
+        now = self._clock()
+        if now - self._fleet_checked_at < FLEET_CHECK_INTERVAL:
+            return None
+        self._fleet_checked_at = now
+        try:
+            until = fleet.opened_until()
+        except Exception as exc:  # the shared cache is a help, never a new failure
+            logger.warning("circuit breaker: shared state unreadable: %s", type(exc).__name__)
+            return None
+        if until is None:
+            return None
+        left = until - self._wall_clock()
+        return left if left > 0 else None
+
+    def _adopt(self, left: float, now: float, transitions: list[_Transition]) -> None:
+        """Open for the ``left`` seconds of another process's cool-down (not published again)."""
+        self._move(OPEN, now, transitions)
+        self._opened_at = now - max(0.0, self._cooldown - min(left, self._cooldown))
+        old, new = transitions[-1][:2]
+        # -1 failures: opened on another process's word (logged as such, not published).
+        transitions[-1] = (old, new, -1, self._retry_after(now))
 
     def _finish(self, permit: Permit, outcome: bool | None, *, trip: bool = False) -> None:
         transitions: list[_Transition] = []
@@ -215,13 +284,20 @@ class CircuitBreaker:
         from keyrunes_django.signals import breaker_state_changed
 
         for old, new, failures, retry_after in transitions:
-            if new == OPEN:
+            if new == OPEN and failures < 0:
+                logger.warning(
+                    "Keyrunes circuit breaker opened: another process found Keyrunes "
+                    "down; no calls for %.1f s",
+                    retry_after,
+                )
+            elif new == OPEN:
                 logger.warning(
                     "Keyrunes circuit breaker opened after %d consecutive failure(s); "
                     "no calls for %.1f s",
                     failures if old == CLOSED else 1,
                     retry_after,
                 )
+                self._publish(retry_after)
             else:
                 logger.info("Keyrunes circuit breaker %s -> %s", old, new)
             breaker_state_changed.send(
@@ -231,6 +307,58 @@ class CircuitBreaker:
                 new_state=new,
                 retry_after=retry_after,
             )
+
+    def _publish(self, seconds: float) -> None:
+        if self.fleet is None:
+            return
+        try:
+            self.fleet.publish_open(self._wall_clock() + seconds)
+        except Exception as exc:  # best effort, like every shared-cache write
+            logger.warning("circuit breaker: shared state not written: %s", type(exc).__name__)
+
+
+class SharedFleetState:
+    """The open state in the shared verification cache (one sealed record per configuration).
+
+    Only a cache other processes can see is used: with a per-process cache
+    (LocMem, Dummy) there is no one to tell, and nothing is read or written.
+    """
+
+    KIND = "breaker"
+    NAME = "open"
+    PROCESS_LOCAL = ("LocMemCache", "DummyCache")
+
+    def _shared(self) -> Any:
+        """The shared cache, or None when it is not shared between processes."""
+        from django.conf import settings
+
+        if not settings.configured:
+            return None
+        from keyrunes_django.tokens import get_authenticator
+
+        shared = get_authenticator().cache.shared
+        if type(shared.backend).__name__ in self.PROCESS_LOCAL:
+            return None
+        return shared
+
+    def opened_until(self) -> float | None:
+        shared = self._shared()
+        if shared is None:
+            return None
+        found = shared.get_values([(self.KIND, self.NAME)])
+        record = (found or {}).get((self.KIND, self.NAME))
+        until = record.get("until") if record is not None else None
+        return float(until) if isinstance(until, (int, float)) else None
+
+    def publish_open(self, until: float) -> None:
+        shared = self._shared()
+        if shared is not None:
+            shared.set_value(self.KIND, self.NAME, {"until": until}, until - _wall_clock())
+
+    def forget(self) -> None:
+        shared = self._shared()
+        if shared is not None:
+            shared.delete(self.KIND, self.NAME)
 
 
 def breaker_config(user: Any) -> tuple[int, float]:
@@ -252,7 +380,8 @@ def breaker_config(user: Any) -> tuple[int, float]:
     return failures, float(cooldown)
 
 
-_breaker = CircuitBreaker()
+_FLEET = SharedFleetState()
+_breaker = CircuitBreaker(fleet=_FLEET)
 
 
 def _configured() -> tuple[int, float]:
@@ -282,5 +411,9 @@ def get_breaker() -> CircuitBreaker:
 
 
 def reset_breaker() -> None:
-    """Close the process-wide breaker (settings changed, or between tests)."""
+    """Close the process-wide breaker and forget the shared open state (between tests)."""
     _breaker.reset()
+    try:
+        _FLEET.forget()
+    except Exception as exc:  # best effort: a missing or broken cache has nothing to forget
+        logger.debug("circuit breaker: shared state not cleared: %s", type(exc).__name__)
