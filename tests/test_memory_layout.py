@@ -296,3 +296,25 @@ class TestReadUser:
         assert user_rows._compile_read(Permission, "default") is None
         permission = Permission.objects.first()
         assert read_user(Permission, permission.pk).codename == permission.codename
+
+
+@pytest.mark.django_db
+def test_a_backend_refusing_the_placeholder_reads_through_the_orm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.core.exceptions import EmptyResultSet
+    from django.db.models.sql.compiler import SQLCompiler
+
+    from keyrunes_django import user_rows
+
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise EmptyResultSet
+
+    model = get_user_model()
+    user = model.objects.create_user("placeholder")
+    monkeypatch.setattr(user_rows, "_READS", {})
+    monkeypatch.setattr(SQLCompiler, "as_sql", refuse)
+    assert user_rows._compile_read(model, "default") is None
+    monkeypatch.undo()
+    monkeypatch.setattr(user_rows, "_READS", {(model, "default"): None})
+    assert read_user(model, user.pk).username == "placeholder"
