@@ -36,9 +36,9 @@ class Plan:
     # phase must be long against it for the figure to show the steady state.
     slow_seconds: float = 13.0
     slow_delay: float = 12.0
-    memory_points: tuple[int, ...] = (0, 1000, 2000)
+    memory_points: tuple[int, ...] = (0, 1000, 3000)
     #: How many times warm-up sends each known token (both workers should see most).
-    warm_up_passes: int = 2
+    warm_up_passes: int = 1
 
     @classmethod
     def make(cls, full: bool) -> Plan:
