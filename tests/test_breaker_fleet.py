@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import pytest
@@ -192,3 +193,29 @@ class TestSharedFleetState:
 def test_reset_breaker_survives_a_broken_configuration() -> None:
     with override_settings(KEYRUNES={"CACHE_ALIAS": "missing"}):
         reset_breaker()  # logged at debug level, never raised
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(
+    not os.environ.get("KEYRUNES_TEST_REDIS_URL"), reason="KEYRUNES_TEST_REDIS_URL not set"
+)
+def test_two_processes_on_one_redis(settings: Any) -> None:
+    settings.KEYRUNES = {
+        **settings.KEYRUNES,
+        "BASE_URL": "http://kr.test",
+        "JWT_SECRET": "s" * 40,
+        "CACHE_ALIAS": "redis",
+    }
+    caches["redis"].clear()
+    try:
+        first = CircuitBreaker(2, 10.0, fleet=SharedFleetState())
+        second = CircuitBreaker(2, 10.0, fleet=SharedFleetState())
+        fail(first, 2)
+        assert first.state == OPEN
+        with pytest.raises(CircuitOpen) as refused:
+            second.acquire(5.0)
+        assert 0 < (refused.value.retry_after or 0) <= 10.0
+        reset_breaker()
+        assert SharedFleetState().opened_until() is None
+    finally:
+        caches["redis"].clear()
