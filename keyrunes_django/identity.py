@@ -168,6 +168,19 @@ def pack_identity(identity: VerifiedIdentity) -> PackedIdentity:
     values = tuple(_freeze(value) for value in payload.values())
     thawed = tuple(i for i, value in enumerate(values) if not isinstance(value, _SCALARS))
     return (
+        *compared_fields(identity),
+        common_groups(payload),
+        values,
+        _common_positions.setdefault(thawed, thawed),
+    )
+
+
+def compared_fields(identity: VerifiedIdentity) -> PackedIdentity:
+    """The fields identities compare by (all but the payload), in packed order.
+
+    ``pack_identity(a)[:PACKED_COMPARED] == compared_fields(b)`` exactly when ``a == b``.
+    """
+    return (
         identity.user_id,
         identity.username,
         identity.email,
@@ -178,9 +191,6 @@ def pack_identity(identity: VerifiedIdentity) -> PackedIdentity:
         identity.issued_at,
         identity.external_id,
         identity.source,
-        common_groups(payload),
-        values,
-        _common_positions.setdefault(thawed, thawed),
     )
 
 

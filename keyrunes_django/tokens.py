@@ -68,6 +68,7 @@ from keyrunes_django.identity import (
     PACKED_USER_ID,
     OrganizationPrincipal,
     VerifiedIdentity,
+    compared_fields,
     pack_identity,
     unpack_identity,
 )
@@ -158,7 +159,7 @@ class _Memo:
 
     def is_for(self, identity: VerifiedIdentity) -> bool:
         """Whether this memo answers for ``identity`` (equal as identities compare)."""
-        return self.packed[:PACKED_COMPARED] == pack_identity(identity)[:PACKED_COMPARED]
+        return self.packed[:PACKED_COMPARED] == compared_fields(identity)
 
     def subject(self) -> tuple[object, object]:
         """(namespace, remote user id) of the token's user."""

@@ -318,3 +318,20 @@ def test_a_backend_refusing_the_placeholder_reads_through_the_orm(
     monkeypatch.undo()
     monkeypatch.setattr(user_rows, "_READS", {(model, "default"): None})
     assert read_user(model, user.pk).username == "placeholder"
+
+
+def test_compared_fields_match_identity_equality() -> None:
+    from dataclasses import replace
+
+    from keyrunes_django.identity import PACKED_COMPARED, compared_fields
+
+    base = token_identity()
+    packed = pack_identity(base)
+    assert packed[:PACKED_COMPARED] == compared_fields(base)
+    same_but_payload = replace(base, payload={"other": 1})
+    assert same_but_payload == base
+    assert packed[:PACKED_COMPARED] == compared_fields(same_but_payload)
+    for change in ({"username": "bob"}, {"groups": ("users",)}, {"source": "remote"}):
+        other = replace(base, **change)  # type: ignore[arg-type]
+        assert other != base
+        assert packed[:PACKED_COMPARED] != compared_fields(other)
