@@ -12,7 +12,7 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, cast
+from typing import Literal, TypeVar, cast
 
 SUPERADMIN_GROUP = "superadmin"
 ADMIN_GROUP = "admin"
@@ -21,6 +21,8 @@ PUBLIC_NAMESPACE = "public"
 
 IdentitySource = Literal["login", "token", "remote", "sync"]
 
+
+_V = TypeVar("_V", str, tuple[str, ...])
 
 #: How many distinct values :func:`common_string` and :func:`common_groups` share at most.
 COMMON_VALUES_LIMIT = 4096
@@ -34,24 +36,22 @@ def common_string(value: str) -> str:
     Bounded: past :data:`COMMON_VALUES_LIMIT` distinct values, new ones are
     returned as they are.
     """
-    shared = _common_strings.get(value)
-    if shared is not None:
-        return shared
-    if len(_common_strings) < COMMON_VALUES_LIMIT:
-        return _common_strings.setdefault(value, value)
-    return value
+    return _shared(_common_strings, value)
 
 
 def common_groups(groups: Iterable[str]) -> tuple[str, ...]:
     """One shared tuple per distinct group list (or list of claim names), bounded
     like :func:`common_string`."""
-    key = tuple(groups)
-    shared = _common_groups.get(key)
+    return _shared(_common_groups, tuple(groups))
+
+
+def _shared(table: dict[_V, _V], value: _V) -> _V:
+    shared = table.get(value)
     if shared is not None:
         return shared
-    if len(_common_groups) < COMMON_VALUES_LIMIT:
-        return _common_groups.setdefault(key, key)
-    return key
+    if len(table) < COMMON_VALUES_LIMIT:
+        return table.setdefault(value, value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)

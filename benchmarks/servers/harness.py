@@ -55,6 +55,18 @@ class Plan:
         )
 
 
+def send_each(server: Server, headers: list[str]) -> None:
+    """Each header once to the Keyrunes view, 8 connections."""
+    run_load(
+        server,
+        "/keyrunes/",
+        [{"name": "w", "headers": headers, "pick": "unique"}],
+        concurrency=8,
+        duration=120,
+        max_requests=len(headers),
+    )
+
+
 @dataclass
 class Bench:
     #: Known tokens of the fault scenarios (Zipf over these, warmed once each).
@@ -116,14 +128,7 @@ class Bench:
             max_requests=400,
         )
         if keyrunes:
-            run_load(
-                server,
-                "/keyrunes/",
-                [{"name": "w", "headers": headers, "pick": "unique"}],
-                concurrency=8,
-                duration=120,
-                max_requests=len(headers),
-            )
+            send_each(server, headers)
             self.fill_every_worker(server, sorted(set(headers)))
         if peers:
             for path, pool in (
@@ -139,7 +144,7 @@ class Bench:
                     max_requests=2000,
                 )
 
-    def fill_every_worker(self, server: Server, known: list[str], rounds: int = 6) -> None:
+    def fill_every_worker(self, server: Server, known: list[str], rounds: int = 12) -> None:
         """More passes until every worker remembers every known token (warm means warm).
 
         Which worker takes a request is the kernel's choice, so a few passes
@@ -151,14 +156,7 @@ class Bench:
                 return
             headers = list(known)
             random.Random(rounds).shuffle(headers)
-            run_load(
-                server,
-                "/keyrunes/",
-                [{"name": "w", "headers": headers, "pick": "unique"}],
-                concurrency=8,
-                duration=120,
-                max_requests=len(headers),
-            )
+            send_each(server, headers)
 
     def remembered(self, server: Server) -> dict[int, int]:
         """{worker pid: tokens it remembers}, asking until every worker answered."""
