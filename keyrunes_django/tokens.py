@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import logging
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -139,7 +140,7 @@ class _Memo:
     checked again.
     """
 
-    __slots__ = ("fresh_until", "generation", "packed", "row")
+    __slots__ = ("fresh_until", "generation", "packed", "row", "unpacked")
 
     def __init__(
         self,
@@ -152,6 +153,9 @@ class _Memo:
         self.row = row
         self.fresh_until = fresh_until
         self.generation = generation
+        # The identity kept unpacked while the token is among the recently used
+        # (see _HotIdentities); None otherwise.
+        self.unpacked: VerifiedIdentity | None = None
 
     @property
     def is_active(self) -> bool:
@@ -165,9 +169,11 @@ class _Memo:
         """(namespace, remote user id) of the token's user."""
         return self.packed[PACKED_NAMESPACE], self.packed[PACKED_USER_ID]
 
-    def answer(self) -> Authenticated:
-        """The identity and a user object of this request's own."""
-        identity = unpack_identity(self.packed)
+    def answer(self, hot: _HotIdentities) -> Authenticated:
+        """The identity (frozen, shared while the token is hot) and a user object of its own."""
+        identity = self.unpacked
+        if identity is None:
+            identity = hot.unpack(self)
         if self.row is None:
             return Authenticated(StatelessUser(identity), identity)
         return Authenticated(self.row.build(), identity)
@@ -177,6 +183,35 @@ class _Memo:
         if self.row is None:
             return StatelessUser(unpack_identity(self.packed))
         return self.row.build()
+
+
+class _HotIdentities:
+    """The last ``size`` tokens to be unpacked keep their identity object ready.
+
+    A warm request then costs no unpacking; a memory bound per worker stays
+    per token (the packed form) plus this fixed number of identities. The
+    oldest loses its object first (and unpacks again if it comes back).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.order: deque[_Memo] = deque()
+
+    def unpack(self, memo: _Memo) -> VerifiedIdentity:
+        identity = unpack_identity(memo.packed)
+        if self.size > 0:
+            memo.unpacked = identity
+            self.order.append(memo)
+            while len(self.order) > self.size:
+                try:
+                    self.order.popleft().unpacked = None
+                except IndexError:  # emptied by another thread
+                    break
+        return identity
+
+
+#: How many recently used tokens keep their identity unpacked, per process.
+HOT_IDENTITIES = 1024
 
 
 def _fingerprint(identity: VerifiedIdentity) -> int:
@@ -236,6 +271,7 @@ class TokenAuthenticator:
         shared = SharedCache(str(s.CACHE_ALIAS), _cache_prefix(self.mode), _signing_key())
         self.cache = VerificationCache(policy, int(s.LOCAL_CACHE_SIZE), shared)
         self.users: LocalCache[_Memo] = LocalCache(int(s.LOCAL_CACHE_SIZE))
+        self.hot = _HotIdentities(min(HOT_IDENTITIES, int(s.LOCAL_CACHE_SIZE)))
         # Per remote user: what was last mirrored (a fingerprint), and the row.
         self.subjects: LocalCache[UserRow] = LocalCache(int(s.LOCAL_CACHE_SIZE))
         self.revocation_interval = float(s.REVOCATION_CHECK_INTERVAL)
@@ -451,7 +487,7 @@ class TokenAuthenticator:
         if not memo.is_active:
             return None
         _count_warm_answer()
-        return memo.answer()
+        return memo.answer(self.hot)
 
     def read_token(self, request: HttpRequest) -> Credential | None:
         """The request's bearer token, if any."""

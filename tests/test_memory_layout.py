@@ -335,3 +335,24 @@ def test_compared_fields_match_identity_equality() -> None:
         other = replace(base, **change)  # type: ignore[arg-type]
         assert other != base
         assert packed[:PACKED_COMPARED] != compared_fields(other)
+
+
+def test_recently_used_tokens_keep_their_identity_unpacked() -> None:
+    from keyrunes_django.tokens import _HotIdentities, _Memo
+
+    hot = _HotIdentities(2)
+    memos = [_Memo(token_identity(username=f"u{i}"), None, 0.0, 0) for i in range(3)]
+    first = memos[0].answer(hot).principal
+    assert memos[0].unpacked is first
+    assert memos[0].answer(hot).principal is first  # no unpacking while hot
+    memos[1].answer(hot)
+    memos[2].answer(hot)
+    assert memos[0].unpacked is None  # the oldest lost its object
+    assert memos[2].unpacked is not None
+    again = memos[0].answer(hot).principal
+    assert again == first
+    assert again is not first
+    off = _HotIdentities(0)
+    memo = _Memo(token_identity(), None, 0.0, 0)
+    memo.answer(off)
+    assert memo.unpacked is None
