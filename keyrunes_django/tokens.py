@@ -121,7 +121,7 @@ class Verified:
     fresh_until: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Authenticated:
     """Who a request is: the user object and the principal behind it."""
 
