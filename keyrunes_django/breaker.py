@@ -60,6 +60,8 @@ DEFAULT_COOLDOWN = 10.0
 
 #: Seconds between two looks at the shared open state, per process.
 FLEET_CHECK_INTERVAL = 1.0
+#: Seconds a shared "open until" may lie beyond one cool-down (clocks differ).
+FLEET_CLOCK_TOLERANCE = 1.0
 
 _Transition = tuple[BreakerState, BreakerState, int, float]
 
@@ -131,6 +133,7 @@ class CircuitBreaker:
         self._wall_clock = wall_clock
         self.fleet = fleet
         self._fleet_checked_at = float("-inf")
+        self._fleet_adopted: float | None = None
         self._threshold = failures
         self._cooldown = cooldown
         self._state: BreakerState = CLOSED
@@ -214,15 +217,20 @@ class CircuitBreaker:
         except Exception as exc:  # the shared cache is a help, never a new failure
             logger.warning("circuit breaker: shared state unreadable: %s", type(exc).__name__)
             return None
-        if until is None:
-            return None
+        if until is None or until == self._fleet_adopted:
+            return None  # nothing, or the cool-down this process already waited out
         left = until - self._wall_clock()
-        return left if left > 0 else None
+        # A record further ahead than one cool-down comes from a skewed clock
+        # (or a bad writer): following it could keep every process open for good.
+        if not 0 < left <= self._cooldown + FLEET_CLOCK_TOLERANCE:
+            return None
+        self._fleet_adopted = until
+        return left
 
     def _adopt(self, left: float, now: float, transitions: list[_Transition]) -> None:
         """Open for the ``left`` seconds of another process's cool-down (not published again)."""
         self._move(OPEN, now, transitions)
-        self._opened_at = now - max(0.0, self._cooldown - min(left, self._cooldown))
+        self._opened_at = now - max(0.0, self._cooldown - left)
         old, new = transitions[-1][:2]
         # -1 failures: opened on another process's word (logged as such, not published).
         transitions[-1] = (old, new, -1, self._retry_after(now))

@@ -22,12 +22,13 @@ PUBLIC_NAMESPACE = "public"
 IdentitySource = Literal["login", "token", "remote", "sync"]
 
 
-_V = TypeVar("_V", str, tuple[str, ...])
+_V = TypeVar("_V", str, tuple[str, ...], tuple[int, ...])
 
 #: How many distinct values :func:`common_string` and :func:`common_groups` share at most.
 COMMON_VALUES_LIMIT = 4096
 _common_strings: dict[str, str] = {}
 _common_groups: dict[tuple[str, ...], tuple[str, ...]] = {}
+_common_positions: dict[tuple[int, ...], tuple[int, ...]] = {}
 
 
 def common_string(value: str) -> str:
@@ -171,7 +172,7 @@ def pack_identity(identity: VerifiedIdentity) -> PackedIdentity:
         *compared_fields(identity),
         common_groups(payload),
         values,
-        _common_positions.setdefault(thawed, thawed),
+        _shared(_common_positions, thawed),
     )
 
 
@@ -194,7 +195,6 @@ def compared_fields(identity: VerifiedIdentity) -> PackedIdentity:
     )
 
 
-_common_positions: dict[tuple[int, ...], tuple[int, ...]] = {}
 _new_identity = object.__new__
 _SETTERS = tuple(VerifiedIdentity.__dict__[name].__set__ for name in _FIELDS)
 

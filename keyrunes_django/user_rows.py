@@ -118,8 +118,9 @@ _IMMUTABLE = (str, int, float, bool, type(None), bytes, datetime, date, time, De
 
 #: A primary key no row has, found among the compiled query's parameters.
 _PK_PLACEHOLDER = -1_987_654_321  # within every integer column's range
-_NOT_COMPILED = ("", 0)
-_READS: dict[tuple[type, str], tuple[str, int] | None] = {}
+#: (model, database) -> (SQL, its parameters, where the primary key goes), or
+#: None where the ORM must build the query each time.
+_READS: dict[tuple[type, str], tuple[str, tuple[Any, ...], int] | None] = {}
 
 
 def read_user(model: Any, pk: Any) -> Any:
@@ -131,13 +132,14 @@ def read_user(model: Any, pk: Any) -> Any:
     """
     manager = model._default_manager
     alias = manager.db
-    plan = _READS.get((model, alias), _NOT_COMPILED)
-    if plan == _NOT_COMPILED:
-        plan = _READS[(model, alias)] = _compile_read(model, alias)
+    key = (model, alias)
+    if key not in _READS:
+        _READS[key] = _compile_read(model, alias)
+    plan = _READS[key]
     if plan is None:
         return manager.filter(pk=pk).defer(*_deferred(model)).first()
-    sql, position = plan
-    params: list[Any] = list(_PARAMS[(model, alias)])
+    sql, compiled, position = plan
+    params = list(compiled)
     params[position] = int(pk)
     with connections[alias].cursor() as cursor:
         cursor.execute(sql, params)
@@ -147,14 +149,11 @@ def read_user(model: Any, pk: Any) -> Any:
     return model.from_db(alias, _kept_names(model), row)
 
 
-_PARAMS: dict[tuple[type, str], tuple[Any, ...]] = {}
-
-
 def _deferred(model: Any) -> list[str]:
     return [f.name for f in model._meta.concrete_fields if f.attname == "password"]
 
 
-def _compile_read(model: Any, alias: str) -> tuple[str, int] | None:
+def _compile_read(model: Any, alias: str) -> tuple[str, tuple[Any, ...], int] | None:
     if not isinstance(model._meta.pk, IntegerField):
         return None
     queryset = model._default_manager.filter(pk=_PK_PLACEHOLDER).defer(*_deferred(model))
@@ -174,5 +173,4 @@ def _compile_read(model: Any, alias: str) -> tuple[str, int] | None:
         return None
     if compiler.klass_info.get("related_klass_infos"):
         return None
-    _PARAMS[(model, alias)] = tuple(params)
-    return sql, positions[0]
+    return sql, tuple(params), positions[0]

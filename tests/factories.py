@@ -124,3 +124,14 @@ def tenant(kr: KeyrunesEmulator, namespace: str, *, groups: tuple[str, ...] = ("
     org = kr.create_organization(f"Company {namespace}", namespace)
     user = kr.create_user(namespace=namespace, organization_id=org.organization_id, groups=groups)
     return Tenant(org, kr.organization_key(org.organization_id), user)
+
+
+def run_command(name: str, *args: str, **options: Any) -> tuple[str, str]:
+    """``call_command`` with stdout and stderr captured: (out, err)."""
+    import io
+
+    from django.core.management import call_command
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command(name, *args, stdout=out, stderr=err, **options)
+    return out.getvalue(), err.getvalue()

@@ -219,3 +219,30 @@ def test_two_processes_on_one_redis(settings: Any) -> None:
         assert SharedFleetState().opened_until() is None
     finally:
         caches["redis"].clear()
+
+
+def test_a_record_further_than_one_cooldown_ahead_is_ignored() -> None:
+    board, mono, wall = Board(), Clock(0.0), Clock(1_000.0)
+    board.until = 1_000.0 + 86_400  # a skewed clock, or a bad writer
+    breaker = process(board, mono, wall)
+    breaker.acquire(5.0).succeeded()
+    assert breaker.state == CLOSED
+    board.until = 1_000.0 + 10.5  # within the tolerance: followed
+    mono.now += 2
+    with pytest.raises(CircuitOpen):
+        breaker.acquire(5.0)
+
+
+def test_a_cooldown_waited_out_is_not_followed_again() -> None:
+    board, mono, wall = Board(), Clock(0.0), Clock(1_000.0)
+    board.until = 1_008.0
+    breaker = process(board, mono, wall)
+    with pytest.raises(CircuitOpen):
+        breaker.acquire(5.0)
+    mono.now += 8.0
+    wall.now += 7.5  # the clocks disagree a little: the record still looks live
+    breaker.acquire(5.0).succeeded()
+    assert breaker.state == CLOSED
+    mono.now += 2
+    breaker.acquire(5.0).succeeded()
+    assert breaker.state == CLOSED

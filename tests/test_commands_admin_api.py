@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command, load_command_class
+from django.core.management import load_command_class
 from django.core.management.base import CommandError
 from django.test import override_settings
 
 from keyrunes_django.testing import KeyrunesEmulator
+from tests.factories import run_command
 
 SERVICE = {"IDENTITY": "admin@example.com", "PASSWORD": "Admin123"}
 
@@ -24,10 +25,7 @@ def kr(keyrunes: KeyrunesEmulator) -> Iterator[KeyrunesEmulator]:
         yield keyrunes
 
 
-def run(name: str, *args: str, **options: Any) -> tuple[str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    call_command(name, *args, stdout=out, stderr=err, **options)
-    return out.getvalue(), err.getvalue()
+run = run_command
 
 
 def with_keyrunes(**values: Any) -> Any:

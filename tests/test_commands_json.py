@@ -18,6 +18,7 @@ from django.test import override_settings
 import keyrunes_django
 from keyrunes_django.management.commands._common import json_data
 from keyrunes_django.testing import KeyrunesEmulator
+from tests.factories import run_command
 
 pytestmark = pytest.mark.django_db
 
@@ -30,10 +31,7 @@ def kr(keyrunes: KeyrunesEmulator) -> Iterator[KeyrunesEmulator]:
         yield keyrunes
 
 
-def run(name: str, *args: str, **options: Any) -> tuple[str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    call_command(name, *args, stdout=out, stderr=err, **options)
-    return out.getvalue(), err.getvalue()
+run = run_command
 
 
 def run_json(name: str, *args: str, **options: Any) -> Any:

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
 from keyrunes_django.models import KeyrunesIdentity, MirroredGroup
 from keyrunes_django.testing import KeyrunesEmulator
+from tests.factories import run_command
 
 pytestmark = pytest.mark.django_db
 
@@ -28,10 +28,7 @@ def kr(keyrunes: KeyrunesEmulator) -> Iterator[KeyrunesEmulator]:
         yield keyrunes
 
 
-def run(name: str, *args: str, **options: Any) -> tuple[str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    call_command(name, *args, stdout=out, stderr=err, **options)
-    return out.getvalue(), err.getvalue()
+run = run_command
 
 
 def snapshot() -> tuple[list[Any], list[Any], list[Any]]:

@@ -356,3 +356,31 @@ def test_recently_used_tokens_keep_their_identity_unpacked() -> None:
     memo = _Memo(token_identity(), None, 0.0, 0)
     memo.answer(off)
     assert memo.unpacked is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_with_one_token_get_distinct_users() -> None:
+    import threading
+
+    token = make_token()
+    auth = get_authenticator()
+    assert auth.authenticate(RequestFactory().get("/", HTTP_AUTHORIZATION="Bearer " + token))
+    users: list[Any] = []
+    start = threading.Barrier(8)
+
+    def request() -> None:
+        start.wait()
+        found = auth.warm("Bearer " + token)
+        assert found is not None
+        found.user.first_name = f"thread {threading.get_ident()}"
+        users.append(found.user)
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(users) == 8
+    assert len({id(user) for user in users}) == 8
+    assert len({user.first_name for user in users}) == 8
+    assert auth.warm("Bearer " + token).user.first_name == ""  # type: ignore[union-attr]

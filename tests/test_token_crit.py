@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,23 +17,13 @@ import pytest
 
 from keyrunes_django import tokens
 from keyrunes_django.exceptions import InvalidToken
+from tests.factories import claims
 
 SECRET = "crit-test-secret-0123456789abcdef-xyz"
 
 
 def signed(headers: dict[str, Any] | None = None) -> str:
-    now = int(time.time())
-    payload = {
-        "sub": "7",
-        "email": "alice@example.com",
-        "username": "alice",
-        "groups": ["users"],
-        "namespace": "public",
-        "organization_id": 1,
-        "exp": now + 3600,
-        "iat": now,
-        "iss": "keyrunes",
-    }
+    payload = claims()
     return jwt.encode(payload, SECRET, algorithm="HS256", headers=headers)
 
 

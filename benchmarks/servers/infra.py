@@ -263,32 +263,18 @@ def run_load(
     seed: int = 1,
 ) -> dict[str, Any]:
     """One load-generator process against ``server``; its JSON result."""
-    spec = {
-        "host": "127.0.0.1",
-        "port": server.port,
-        "path": path,
-        "pools": pools,
-        "concurrency": concurrency,
-        "duration": duration,
-        "max_requests": max_requests,
-        "timeout": timeout,
-        "seed": seed,
-    }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(spec, fh)
-    try:
-        done = subprocess.run(
-            [PY, str(HERE / "loadgen.py"), fh.name],
-            capture_output=True,
-            text=True,
-            timeout=duration + timeout + 60,
-        )
-    finally:
-        os.unlink(fh.name)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return _loadgen(
+        server,
+        {
+            "path": path,
+            "pools": pools,
+            "concurrency": concurrency,
+            "duration": duration,
+            "max_requests": max_requests,
+            "timeout": timeout,
+            "seed": seed,
+        },
+    )
 
 
 def run_arms(
@@ -301,17 +287,25 @@ def run_arms(
     seed: int = 1,
 ) -> dict[str, Any]:
     """Several paths taking turns on the same connections; {arm name: stats}."""
-    spec = {
-        "host": "127.0.0.1",
-        "port": server.port,
-        "arms": arms,
-        "concurrency": concurrency,
-        "duration": seconds,
-        "slice": slice_seconds,
-        "max_requests": 10**7,
-        "timeout": 45,
-        "seed": seed,
-    }
+    result = _loadgen(
+        server,
+        {
+            "arms": arms,
+            "concurrency": concurrency,
+            "duration": seconds,
+            "slice": slice_seconds,
+            "max_requests": 10**7,
+            "timeout": 45,
+            "seed": seed,
+        },
+    )
+    arms_out: dict[str, Any] = result["arms"]
+    return arms_out
+
+
+def _loadgen(server: Server, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run benchmarks/servers/loadgen.py on ``spec`` against ``server``; its JSON result."""
+    spec = {"host": "127.0.0.1", "port": server.port, **spec}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(spec, fh)
     try:
@@ -319,14 +313,14 @@ def run_arms(
             [PY, str(HERE / "loadgen.py"), fh.name],
             capture_output=True,
             text=True,
-            timeout=seconds * len(arms) * 3 + 120,
+            timeout=float(spec["duration"]) + float(spec["timeout"]) + 60,
         )
     finally:
         os.unlink(fh.name)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
-    arms_out: dict[str, Any] = json.loads(done.stdout)["arms"]
-    return arms_out
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 class Helper:
