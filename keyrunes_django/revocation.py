@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from django.http import HttpRequest
 
 __all__ = [
+    "RevocationState",
     "Subject",
     "deny_token",
     "end_other_sessions",
@@ -51,6 +52,7 @@ __all__ = [
     "is_revoked",
     "remember_reset_request",
     "revocation_epoch",
+    "revocation_state",
     "revoke_subjects",
     "revoke_user_tokens",
     "subject_of",
@@ -60,6 +62,8 @@ logger = logging.getLogger("keyrunes_django.auth")
 
 USER_KIND = "revoked-user"
 TOKEN_KIND = "denied-token"
+#: Per user: until when some token of that user stays on the deny list.
+DENIALS_KIND = "denials-of"
 EPOCH_KIND = "revocation-epoch"
 #: Seconds the epoch record is kept; a lost record only makes every process
 #: re-check its tokens once.
@@ -67,7 +71,8 @@ EPOCH_TTL = 30 * 86_400
 #: Seconds a user's not-before stays in the shared cache; the database keeps
 #: it for good and refills the cache after a miss.
 USER_RECORD_TTL = 86_400
-#: Assumed remaining life of a token whose ``exp`` cannot be read (the server's is 3600 s).
+#: How long Keyrunes signs a token for (``exp - iat``); also the assumed
+#: remaining life of a token whose ``exp`` cannot be read.
 FALLBACK_TOKEN_LIFETIME = 3600
 
 
@@ -137,6 +142,7 @@ def revoke_user_tokens(
     effective = max(record.not_before, not_before) if not created else not_before
     _publish_user(subject, effective)
     _new_epoch()
+    get_authenticator().revocations_changed()
     get_authenticator().forget_subject(subject.namespace, subject.user_id)
     _announce("tokens_revoked", reason, request, subject=subject, not_before=effective)
     return effective
@@ -169,6 +175,7 @@ def revoke_subjects(subjects: list[Subject], *, reason: str) -> datetime:
     if subjects:
         _new_epoch()
     names = {(s.namespace, s.user_id) for s in subjects}
+    get_authenticator().revocations_changed()
     get_authenticator().users.discard_where(
         lambda memo: memo.subject() in names
     )
@@ -188,34 +195,90 @@ def deny_token(token: str, *, reason: str, request: HttpRequest | None = None) -
         keyrunes_settings.JWT_LEEWAY
     )
     if remaining > 0:
+        subject = _token_subject(token)
+        if subject is not None:
+            # Before the token's own record: a process that finds no mark on
+            # the user may skip reading the records of the user's other tokens.
+            _mark_denials(subject, remaining)
         _shared().set_value(TOKEN_KIND, digest, {"reason": reason[:64]}, remaining)
         _new_epoch()
+    get_authenticator().revocations_changed()
     get_authenticator().forget("token", token)
     _announce("token_denied", reason, request, credential_hash=digest)
 
 
-def is_revoked(subject: Subject, issued_at: float | None, digest: str) -> bool:
-    """Whether a token (by its subject, ``iat`` and hash) has been revoked.
+def _token_subject(token: str) -> Subject | None:
+    """The user a token names (unverified); None when its claims cannot be read.
+
+    A token whose claims cannot be read is refused by every verification, so
+    it needs no mark on a user.
+    """
+    from keyrunes_django.claims import parse, read_claims
+    from keyrunes_django.exceptions import InvalidToken
+
+    try:
+        claims = read_claims(parse(token))
+    except InvalidToken:
+        return None
+    return Subject(claims.namespace, claims.user_id)
+
+
+def _mark_denials(subject: Subject, remaining: float) -> None:
+    # Written without reading the mark first: it outlives this token by a whole
+    # token lifetime (Keyrunes signs tokens for an hour), so any other token of
+    # the user denied at the same moment expires before the mark, whichever
+    # write lands last.
+    _shared().set_value(
+        DENIALS_KIND, subject.name, {"denied": True}, remaining + FALLBACK_TOKEN_LIFETIME
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationState:
+    """What the shared cache says of one token and its user."""
+
+    #: The token itself is on the deny list.
+    token_denied: bool
+    #: The user's not-before (epoch seconds), None when there is none.
+    not_before: float | None
+    #: Some token of the user may still be on the deny list: another token's
+    #: state cannot be told from this one.
+    user_has_denials: bool
+
+    def refuses(self, issued_at: float | None) -> bool:
+        """Whether the token (issued at ``issued_at``) is revoked."""
+        return self.token_denied or refused_by(self.not_before, issued_at)
+
+
+def refused_by(not_before: float | None, issued_at: float | None) -> bool:
+    """Whether a user's not-before refuses a token issued at ``issued_at`` (None: unknown)."""
+    return not_before is not None and (issued_at is None or issued_at < not_before)
+
+
+def revocation_state(subject: Subject, digest: str) -> RevocationState:
+    """The revocation records of a token (by its subject and hash).
 
     One shared-cache round trip; the database only when the cache holds no
     record of the user (and then the cache is refilled).
     """
-    shared = _shared()
-    found = shared.get_values([(USER_KIND, subject.name), (TOKEN_KIND, digest)])
-    if found is not None and (TOKEN_KIND, digest) in found:
-        return True
-    record = found.get((USER_KIND, subject.name)) if found is not None else None
+    keys = [(USER_KIND, subject.name), (TOKEN_KIND, digest), (DENIALS_KIND, subject.name)]
+    found = _shared().get_values(keys)
+    if found is None:
+        found = {}
+    record = found.get(keys[0])
     if record is None:
-        not_before = _stored_not_before(subject)
-        _publish_user(subject, not_before)
+        stored = _stored_not_before(subject)
+        _publish_user(subject, stored)
+        not_before = stored.timestamp() if stored is not None else None
     else:
         value = record.get("not_before")
-        not_before = (
-            datetime.fromtimestamp(value, tz=timezone.utc) if isinstance(value, int) else None
-        )
-    if not_before is None:
-        return False
-    return issued_at is None or issued_at < not_before.timestamp()
+        not_before = float(value) if isinstance(value, int) else None
+    return RevocationState(keys[1] in found, not_before, keys[2] in found)
+
+
+def is_revoked(subject: Subject, issued_at: float | None, digest: str) -> bool:
+    """Whether a token (by its subject, ``iat`` and hash) has been revoked (one round trip)."""
+    return revocation_state(subject, digest).refuses(issued_at)
 
 
 def revocation_epoch() -> str | None:

@@ -73,7 +73,13 @@ from keyrunes_django.identity import (
     pack_identity,
     unpack_identity,
 )
-from keyrunes_django.revocation import Subject, is_revoked, revocation_epoch
+from keyrunes_django.revocation import (
+    RevocationState,
+    Subject,
+    refused_by,
+    revocation_epoch,
+    revocation_state,
+)
 from keyrunes_django.user_rows import SameUser, UserRow, read_user
 from keyrunes_django.users import OrganizationUser, StatelessUser
 from keyrunes_django.verification import verify_organization_key, verify_token
@@ -328,16 +334,49 @@ class TokenAuthenticator:
         self.revocation_epoch = epoch
         self.revocations_checked_at = now
 
+    def revocations_changed(self) -> None:
+        """Re-check every remembered token and user: this process just revoked something."""
+        self.generation += 1
+
     def check_revocation(
-        self, credential: Credential, identity: VerifiedIdentity, request: HttpRequest | None
-    ) -> None:
-        """Refuse (``revoked``) a denied token, or one issued before its user's not-before."""
+        self,
+        credential: Credential,
+        identity: VerifiedIdentity,
+        request: HttpRequest | None,
+        generation: int | None = None,
+    ) -> RevocationState | None:
+        """Refuse (``revoked``) a denied token, or one issued before its user's not-before.
+
+        With ``generation``, what this process learned of the user's
+        revocations in that generation answers without a round trip (None is
+        returned), unless some token of the user is on the deny list.
+        """
         issued = identity.issued_at.timestamp() if identity.issued_at is not None else None
-        subject = Subject(identity.namespace, identity.user_id)
-        if is_revoked(subject, issued, credential.digest):
-            err = invalid("revoked")
-            self.report_rejected(err, credential, request)
-            raise err
+        row = None
+        if generation is not None:
+            row = self.subjects.get(f"{identity.namespace}:{identity.user_id}")
+            if row is not None and row.revocations_seen == generation:
+                if refused_by(row.not_before, issued):
+                    self._refuse_revoked(credential, request)
+                return None
+        state = revocation_state(Subject(identity.namespace, identity.user_id), credential.digest)
+        if row is not None and generation is not None:
+            self.learn_revocations(row, state, generation)
+        if state.refuses(issued):
+            self._refuse_revoked(credential, request)
+        return state
+
+    @staticmethod
+    def learn_revocations(row: Any, state: RevocationState, generation: int) -> None:
+        """Remember a user's not-before for ``generation``, when its other tokens need no read."""
+        if type(row) is UserRow and not state.user_has_denials:
+            row.revocations_seen = generation
+            row.not_before = state.not_before
+
+    def _refuse_revoked(self, credential: Credential, request: HttpRequest | None) -> None:
+        err = invalid("revoked")
+        self.report_rejected(err, credential, request)
+        raise err
 
     def get_validated_key(
         self, credential: Credential, request: HttpRequest | None = None
@@ -368,8 +407,9 @@ class TokenAuthenticator:
         memo = self.users.get(digest)
         if memo is not None and not memo.is_for(identity):
             memo = None
+        state = None
         if memo is None or memo.generation != generation:
-            self.check_revocation(verified.credential, identity, request)
+            state = self.check_revocation(verified.credential, identity, request, generation)
         if memo is None:
             try:
                 user = self.cache.flight.run(
@@ -382,7 +422,10 @@ class TokenAuthenticator:
                     InvalidToken(exc.message, reason=exc.reason), verified.credential, request
                 )
                 raise
-            memo = _Memo(identity, self.row_of(identity, user), verified.fresh_until, generation)
+            row = self.row_of(identity, user)
+            if state is not None:
+                self.learn_revocations(row, state, generation)
+            memo = _Memo(identity, row, verified.fresh_until, generation)
             self.users.set(digest, memo)
         else:
             memo.generation = generation
@@ -422,6 +465,9 @@ class TokenAuthenticator:
             return SameUser(user)
         subject = f"{identity.namespace}:{identity.user_id}"
         row = UserRow(user, _fingerprint(identity))
+        known = self.subjects.get(subject)
+        if known is not None:  # what was learned of the user's revocations stays true
+            row.revocations_seen, row.not_before = known.revocations_seen, known.not_before
         self.subjects.set(subject, row)
         return row
 

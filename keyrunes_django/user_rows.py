@@ -34,10 +34,24 @@ class UserRow:
     left deferred (loaded if something reads it): bearer requests never need
     it, and a process need not hold every user's hash. ``fingerprint`` is
     what the mirror wrote the row from (see
-    :meth:`keyrunes_django.tokens.TokenAuthenticator.returning_user`).
+    :meth:`keyrunes_django.tokens.TokenAuthenticator.returning_user`);
+    ``revocations_seen`` and ``not_before`` what the authenticator learned of
+    the user's revocations (see
+    :meth:`~keyrunes_django.tokens.TokenAuthenticator.check_revocation`).
     """
 
-    __slots__ = ("copy", "db", "fast", "fingerprint", "is_active", "model", "pk", "values")
+    __slots__ = (
+        "copy",
+        "db",
+        "fast",
+        "fingerprint",
+        "is_active",
+        "model",
+        "not_before",
+        "pk",
+        "revocations_seen",
+        "values",
+    )
 
     def __init__(self, user: Any, fingerprint: int) -> None:
         model = type(user)
@@ -47,6 +61,10 @@ class UserRow:
         self.pk = user.pk
         self.is_active = bool(getattr(user, "is_active", True))
         self.fingerprint = fingerprint
+        # What the authenticator last learned of the user's revocations: the
+        # not-before, true while its revocation generation is still this one.
+        self.revocations_seen = -1
+        self.not_before: float | None = None
         # Values of immutable types are shared by every user built from the row;
         # anything else (a JSONField's dict) is copied for each one.
         self.copy = not all(isinstance(v, _IMMUTABLE) for v in self.values)

@@ -444,9 +444,9 @@ class TestRevocationEpoch:
             assert auth.authenticate(request) is not None
         per_token: list[Any] = []
         epochs: list[Any] = []
-        real_is_revoked, real_epoch = revocation.is_revoked, revocation.revocation_epoch
+        real_state, real_epoch = revocation.revocation_state, revocation.revocation_epoch
         monkeypatch.setattr(
-            tokens, "is_revoked", lambda *a: per_token.append(a) or real_is_revoked(*a)
+            tokens, "revocation_state", lambda *a: per_token.append(a) or real_state(*a)
         )
         monkeypatch.setattr(tokens, "revocation_epoch", lambda: epochs.append(1) or real_epoch())
         later.advance(3)
@@ -467,6 +467,108 @@ class TestRevocationEpoch:
         assert len(epochs) == 2
         assert len(per_token) == len(requests)  # the epoch changed: every token is checked again
         assert refused == 1
+
+
+def bearer_request(token: str) -> HttpRequest:
+    from django.test import RequestFactory
+
+    return RequestFactory().get("/", HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The revocation reads the authenticators make (one shared-cache round trip each)."""
+    made: list[Any] = []
+    real = revocation.revocation_state
+    monkeypatch.setattr(tokens, "revocation_state", lambda *a: made.append(a) or real(*a))
+    return made
+
+
+class TestReturningUsersNewTokens:
+    """A returning user's new token makes no revocation read while nothing was revoked.
+
+    The global authenticator revokes; ``other`` stands for another instance.
+    """
+
+    def test_one_read_per_user_until_the_epoch_changes(
+        self, kr: Any, later: Clock, reads: list[Any]
+    ) -> None:
+        user, other = kr.create_user(), tokens.TokenAuthenticator()
+        now = int(time.time())
+        for age in range(10, 5, -1):
+            assert other.authenticate(bearer_request(kr.issue_token(user, issued_at=now - age)))
+        assert len(reads) == 1
+        revocation.revoke_user_tokens(revocation.Subject(user.namespace, user.user_id), reason="x")
+        older = kr.issue_token(user, issued_at=now - 4)
+        later.advance(3)
+        with pytest.raises(tokens.InvalidToken) as refused:
+            other.authenticate(bearer_request(older))
+        assert refused.value.reason == "revoked"
+        newer = kr.issue_token(user, issued_at=int(clock.now()))
+        assert other.authenticate(bearer_request(newer)) is not None
+        assert other.authenticate(bearer_request(kr.issue_token(user, issued_at=now + 4)))
+        # Refused from what was learned: the user's not-before, read once again.
+        assert len(reads) == 2
+        with pytest.raises(tokens.InvalidToken):
+            other.authenticate(bearer_request(kr.issue_token(user, issued_at=now - 3)))
+        assert len(reads) == 2
+
+    def test_a_denied_token_never_seen_here_is_refused(
+        self, kr: Any, later: Clock, reads: list[Any]
+    ) -> None:
+        user, other = kr.create_user(), tokens.TokenAuthenticator()
+        now = int(time.time())
+        assert other.authenticate(bearer_request(kr.issue_token(user, issued_at=now - 9)))
+        assert other.authenticate(bearer_request(kr.issue_token(user, issued_at=now - 8)))
+        assert len(reads) == 1
+        denied = kr.issue_token(user, issued_at=now - 7)
+        revocation.deny_token(denied, reason="logout")
+        later.advance(3)
+        with pytest.raises(tokens.InvalidToken) as refused:
+            other.authenticate(bearer_request(denied))
+        assert refused.value.reason == "revoked"
+        # The user now has a denied token: each of its new tokens is read again.
+        for age in (6, 5):
+            assert other.authenticate(bearer_request(kr.issue_token(user, issued_at=now - age)))
+        assert len(reads) == 4
+
+    def test_the_process_that_revokes_refuses_at_once(self, kr: Any, reads: list[Any]) -> None:
+        user, auth = kr.create_user(), tokens.get_authenticator()
+        now = int(time.time())
+        assert auth.authenticate(bearer_request(kr.issue_token(user, issued_at=now - 9)))
+        denied = kr.issue_token(user, issued_at=now - 8)
+        revocation.deny_token(denied, reason="logout")
+        with pytest.raises(tokens.InvalidToken):
+            auth.authenticate(bearer_request(denied))
+        older = kr.issue_token(user, issued_at=now - 7)
+        assert auth.authenticate(bearer_request(older)) is not None
+        revocation.revoke_user_tokens(revocation.Subject(user.namespace, user.user_id), reason="x")
+        with pytest.raises(tokens.InvalidToken):
+            auth.authenticate(bearer_request(kr.issue_token(user, issued_at=now - 6)))
+
+    def test_with_a_zero_interval_a_revocation_elsewhere_is_seen_by_the_next_token(
+        self, kr: Any, settings: Any
+    ) -> None:
+        settings.KEYRUNES = {**settings.KEYRUNES, "REVOCATION_CHECK_INTERVAL": 0}
+        user, other = kr.create_user(), tokens.TokenAuthenticator()
+        now = int(time.time())
+        assert other.authenticate(bearer_request(kr.issue_token(user, issued_at=now - 9)))
+        revocation.revoke_user_tokens(revocation.Subject(user.namespace, user.user_id), reason="x")
+        with pytest.raises(tokens.InvalidToken):
+            other.authenticate(bearer_request(kr.issue_token(user, issued_at=now - 5)))
+
+    def test_denying_an_unreadable_token_marks_no_user(self, kr: Any) -> None:
+        from django.core.cache import caches
+
+        revocation.deny_token("not-a-jwt", reason="logout")
+        shared = tokens.get_authenticator().cache.shared
+        assert caches["default"].get(
+            shared.key(revocation.TOKEN_KIND, tokens.credential_hash("not-a-jwt"))
+        )
+        user = kr.create_user()
+        revocation.deny_token(kr.issue_token(user), reason="logout")
+        mark = shared.key(revocation.DENIALS_KIND, f"{user.namespace}:{user.user_id}")
+        assert caches["default"].get(mark) is not None
 
 
 class TestSignOutEverywhere:
