@@ -112,6 +112,7 @@ def streamed_client(users: int) -> KeyrunesClient:
         response = requests.Response()
         response.status_code = 200
         response.raw = LazyBody(users)
+        response.request = requests.Request("GET", "http://127.0.0.1:9/api/admin/users").prepare()
         return response
 
     client.request = answer  # type: ignore[method-assign]

@@ -268,6 +268,11 @@ class LocalCache(Generic[V]):
         with self._lock:
             self._data.clear()
 
+    def keys(self) -> list[Hashable]:
+        """A snapshot of the keys, least recently used first."""
+        with self._lock:
+            return list(self._data)
+
     def __len__(self) -> int:
         return len(self._data)
 

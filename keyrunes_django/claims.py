@@ -55,11 +55,13 @@ class ParsedToken:
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # The server's JSON reader refuses an object with a repeated member; a token
     # that two readers would read differently is refused here too.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate member {key!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate member {key!r}")
+            seen.add(key)
     return result
 
 

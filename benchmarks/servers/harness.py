@@ -145,28 +145,38 @@ class Bench:
                 )
 
     def fill_every_worker(self, server: Server, known: list[str], rounds: int = 12) -> None:
-        """More passes until every worker remembers every known token (warm means warm).
+        """Send the tokens some worker lacks until every worker remembers every one.
 
-        Which worker takes a request is the kernel's choice, so a few passes
-        leave each worker a share of tokens it never saw; those would be cold
-        requests inside the warm figures.
+        Which worker takes a request is the kernel's choice, so one pass leaves
+        each worker a share of tokens it never saw; those would be cold
+        requests inside the warm figures. Each round asks every worker which
+        tokens it holds and sends only the missing ones (twice each).
         """
-        for _ in range(rounds):
-            if min(self.remembered(server).values(), default=0) >= len(known):
+        from keyrunes_django.cache import credential_hash
+
+        by_digest = {credential_hash(h.removeprefix("Bearer ")): h for h in known}
+        for round_no in range(rounds):
+            held = self.held_tokens(server)
+            missing = [
+                header
+                for digest, header in by_digest.items()
+                if any(digest not in tokens for tokens in held.values())
+            ]
+            if not missing:
                 return
-            headers = list(known)
-            random.Random(rounds).shuffle(headers)
+            headers = missing * 2
+            random.Random(round_no).shuffle(headers)
             send_each(server, headers)
 
-    def remembered(self, server: Server) -> dict[int, int]:
-        """{worker pid: tokens it remembers}, asking until every worker answered."""
+    def held_tokens(self, server: Server) -> dict[int, set[str]]:
+        """{worker pid: hashes of the tokens it remembers}, asking until every worker answered."""
         from infra import get_json
 
-        seen: dict[int, int] = {}
+        seen: dict[int, set[str]] = {}
         workers = len(server.worker_pids()) or 1
         for _ in range(40):
-            stats = get_json(server.url("/bench-stats/"))
-            seen[int(stats["pid"])] = int(stats["user_entries"])
+            stats = get_json(server.url("/bench-stats/?tokens=1"))
+            seen[int(stats["pid"])] = set(stats["tokens"])
             if len(seen) >= workers:
                 break
         return seen

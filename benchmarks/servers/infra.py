@@ -283,7 +283,7 @@ def run_arms(
     *,
     concurrency: int,
     seconds: float,
-    slice_seconds: float = 0.4,
+    slice_seconds: float = 0.25,
     seed: int = 1,
 ) -> dict[str, Any]:
     """Several paths taking turns on the same connections; {arm name: stats}."""

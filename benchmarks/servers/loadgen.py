@@ -101,6 +101,7 @@ class Run:
         self.rng = rng
         self.issued = 0
         self.active = 0.0  # seconds this run had the connections
+        self.slices: list[tuple[int, float]] = []  # (requests, seconds) of each of its turns
 
     def next_pool(self) -> Pool | None:
         live = [p for p in self.pools if not p.dry and p.weight > 0]
@@ -231,14 +232,16 @@ async def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
         rng.shuffle(order)
         for index in order:
             run = runs[index]
-            began = time.monotonic()
+            began, issued = time.monotonic(), run.issued
             await asyncio.gather(*(run.worker(conn, began + width) for conn in conns))
-            run.active += time.monotonic() - began
+            took = time.monotonic() - began
+            run.active += took
+            run.slices.append((run.issued - issued, took))
     close_all(conns)
     return {
         "elapsed": time.monotonic() - started,
         "arms": {
-            arm["name"]: run.stats(run.active, True)["main"]
+            arm["name"]: {**run.stats(run.active, True)["main"], "slices": run.slices}
             for arm, run in zip(spec["arms"], runs, strict=True)
         },
     }

@@ -40,9 +40,20 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 
 def median_ratio(samples: dict[Any, list[Sample]], key: Any, base: Any) -> float:
-    """Median over rounds of variant/open throughput, each round's pair measured back to back."""
-    pairs = zip(samples[key], samples[base], strict=True)
-    return statistics.median(ratio(v["rps"], o["rps"]) for v, o in pairs)
+    """Median of variant/open throughput over every cycle of every round.
+
+    In each cycle the variants had the connections one after the other, for
+    one slice each, so the pair compared is always seconds apart: a burst of
+    load elsewhere on the machine moves one cycle's ratio, not the median.
+    """
+    ratios = []
+    for v, o in zip(samples[key], samples[base], strict=True):
+        cycles = list(zip(v.get("slices", []), o.get("slices", []), strict=False))
+        if not cycles:
+            ratios.append(ratio(v["rps"], o["rps"]))
+        for (vn, vs), (on, os_) in cycles:
+            ratios.append(ratio(vn / vs if vs else 0.0, on / os_ if os_ else 0.0))
+    return statistics.median(ratios)
 
 
 def _cell(samples: dict[Any, list[Sample]], key: Any, base: Any) -> str:

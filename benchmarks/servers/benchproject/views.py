@@ -48,17 +48,22 @@ def _rss() -> int:
 
 
 def stats(request: HttpRequest) -> JsonResponse:
-    """What this worker holds: pid, RSS, per-process cache sizes, breaker state."""
+    """What this worker holds: pid, RSS, per-process cache sizes, breaker state.
+
+    With ``?tokens=1`` also the hashes of the tokens it remembers.
+    """
     from keyrunes_django.breaker import get_breaker
     from keyrunes_django.tokens import get_authenticator
 
     auth = get_authenticator()
-    return JsonResponse(
-        {
-            "pid": os.getpid(),
-            "rss": _rss(),
-            "verification_entries": len(auth.cache.local),
-            "user_entries": len(auth.users),
-            "breaker": str(get_breaker().state),
-        }
-    )
+    out: dict[str, Any] = {
+        "pid": os.getpid(),
+        "rss": _rss(),
+        "verification_entries": len(auth.cache.local),
+        "user_entries": len(auth.users),
+        "breaker": str(get_breaker().state),
+    }
+    if request.GET.get("tokens"):
+        held = auth.users.keys()
+        out["tokens"] = [str(key) for key in held]
+    return JsonResponse(out)
