@@ -50,6 +50,7 @@ __all__ = [
     "end_other_sessions",
     "end_sessions_after_reset",
     "is_revoked",
+    "refused_by",
     "remember_reset_request",
     "revocation_epoch",
     "revocation_state",
@@ -176,9 +177,7 @@ def revoke_subjects(subjects: list[Subject], *, reason: str) -> datetime:
         _new_epoch()
     names = {(s.namespace, s.user_id) for s in subjects}
     get_authenticator().revocations_changed()
-    get_authenticator().users.discard_where(
-        lambda memo: memo.subject() in names
-    )
+    get_authenticator().users.discard_where(lambda memo: memo.subject() in names)
     if subjects:
         _announce("tokens_revoked", reason, None, count=len(subjects), not_before=not_before)
     return not_before

@@ -217,6 +217,7 @@ class TestLocalCache:
         assert lru.get("a") is entry  # a becomes most recent
         lru.set("d", entry)
         assert len(lru) == 3
+        assert lru.keys() == ["c", "a", "d"]  # least recently used first
         assert lru.get("b") is None
         assert lru.get("a") is entry
         lru.delete("a")

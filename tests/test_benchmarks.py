@@ -1,0 +1,74 @@
+"""The benchmarks keep running: a small size of each script, and the report's arithmetic.
+
+``make bench`` is not part of the test run (it takes minutes and wants quiet
+CPUs); these keep its scripts in step with the code they measure.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ROOT / "benchmarks" / "servers"
+
+
+def run_script(*argv: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, cwd=str(ROOT), timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+class TestStreamedSyncBenchmark:
+    def test_one_size_syncs_every_user_in_few_queries(self) -> None:
+        row = json.loads(run_script("benchmarks/bench_sync_scale.py", "--one", "300"))
+        assert row["users"] == 300
+        assert 0 < row["queries"] < 300  # in chunks, not one query per user
+        assert row["resync_queries"] <= row["queries"]
+
+    def test_whole_listing_is_measured(self) -> None:
+        row = json.loads(run_script("benchmarks/bench_sync_scale.py", "--whole", "300"))
+        assert row["whole_mb"] >= 0
+
+
+@pytest.fixture
+def report(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(SERVERS))
+    import report as module
+
+    return module
+
+
+def sample(slices: list[tuple[int, float]]) -> dict[str, Any]:
+    requests = sum(n for n, _ in slices)
+    seconds = sum(s for _, s in slices)
+    return {"rps": requests / seconds, "slices": slices}
+
+
+class TestWarmRatio:
+    def test_median_over_cycles_ignores_one_burst(self, report: Any) -> None:
+        # Four cycles; in the third, something else took the machine while the
+        # variant ran: the whole-run ratio drops, the median of cycles does not.
+        variant = sample([(100, 0.25), (100, 0.25), (20, 0.25), (100, 0.25)])
+        open_view = sample([(100, 0.25)] * 4)
+        samples = {"v": [variant], "o": [open_view]}
+        assert report.median_ratio(samples, "v", "o") == pytest.approx(1.0)
+        assert variant["rps"] / open_view["rps"] == pytest.approx(0.8)
+
+    def test_cycles_of_every_round_count(self, report: Any) -> None:
+        samples = {
+            "v": [sample([(90, 0.25)] * 3), sample([(80, 0.25)] * 2)],
+            "o": [sample([(100, 0.25)] * 3), sample([(100, 0.25)] * 2)],
+        }
+        assert report.median_ratio(samples, "v", "o") == pytest.approx(0.9)
+
+    def test_samples_without_slices_use_the_whole_run(self, report: Any) -> None:
+        samples = {"v": [{"rps": 50.0}], "o": [{"rps": 100.0}]}
+        assert report.median_ratio(samples, "v", "o") == pytest.approx(0.5)
