@@ -129,6 +129,13 @@ def main() -> int:
     parser.add_argument("--redis-port", type=int, default=int(os.environ.get("REDIS_PORT", 63790)))
     parser.add_argument("--servers", default="gunicorn,uvicorn")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    parser.add_argument("--rounds", type=int, help="rounds of the warm tables (short: 1)")
+    parser.add_argument(
+        "--warm-seconds", type=float, help="seconds per variant and round (short: 1.6)"
+    )
+    parser.add_argument(
+        "--slow-seconds", type=float, help="length of the slow-Keyrunes phase (short: 13)"
+    )
     parser.add_argument(
         "--only",
         default=",".join(PARTS),
@@ -140,6 +147,9 @@ def main() -> int:
         parser.error(f"--only takes {','.join(PARTS)}")
     plan = harness.Plan.make(args.full)
     plan.servers = tuple(args.servers.split(","))
+    plan.rounds = args.rounds or plan.rounds
+    plan.warm_seconds = args.warm_seconds or plan.warm_seconds
+    plan.slow_seconds = args.slow_seconds or plan.slow_seconds
     started = time.monotonic()
 
     services = Services(args.pg_port, args.redis_port)
@@ -159,7 +169,9 @@ def main() -> int:
         services.stop()
 
     print(
-        f"\nkeyrunes-django under real servers ({'full' if plan.full else 'short'} run, "
+        f"\nkeyrunes-django under real servers ({'full' if plan.full else 'short'} run: "
+        f"{plan.rounds} round(s) of {plan.warm_seconds:g} s per variant, slow phase "
+        f"{plan.slow_seconds:g} s; "
         f"{time.monotonic() - started:.0f} s; Python {sys.version.split()[0]}; "
         f"{'PostgreSQL + Redis' if services.available else 'SQLite + LocMem'}; "
         f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: ratios, not absolute figures)"
