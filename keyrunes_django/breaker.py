@@ -14,7 +14,9 @@ States:
     The cool-down is over and one probe call is in flight; everyone else still
     gets :class:`CircuitOpen`. The probe's success closes the breaker, its
     failure opens it for another cool-down. A probe that never reports back
-    (its thread died) is replaced once its own deadline has passed.
+    (its thread died) is replaced once its own deadline has passed. The
+    client sends a probe that only reads from a background thread (see
+    :meth:`keyrunes_django.client.KeyrunesClient.request`).
 
 Every change of state is logged (logger ``keyrunes_django.client``) and sent as
 :data:`keyrunes_django.signals.breaker_state_changed`.

@@ -72,7 +72,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import requests
 import urllib3
@@ -83,7 +83,7 @@ from pydantic import ValidationError as PydanticValidationError
 from requests.adapters import HTTPAdapter
 
 from keyrunes_django import signals
-from keyrunes_django.breaker import CLOSED, CircuitBreaker, get_breaker, reset_breaker
+from keyrunes_django.breaker import CLOSED, CircuitBreaker, Permit, get_breaker, reset_breaker
 from keyrunes_django.exceptions import (
     AuthenticationFailed,
     CircuitOpen,
@@ -152,6 +152,11 @@ logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+#: Calls that change nothing: only these may be sent as a background probe,
+#: since their caller is answered before the call ends.
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+#: Seconds a caller is told to wait while the breaker's probe runs in the background.
+PROBE_RETRY_AFTER = 1.0
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
 DEFAULT_MAX_RETRY_AFTER = 5.0
 DEFAULT_DEADLINE = 5.0
@@ -564,6 +569,11 @@ class KeyrunesClient:
         self.organization_key = organization_key
         self.namespace = namespace
         self._own_breaker = breaker
+        #: After a cool-down, send the breaker's probe (a GET or HEAD) from
+        #: a background thread and answer its caller at once (see _probe_in_background).
+        self.probe_in_background = True
+        #: The last background probe (tests and shutdown may join it).
+        self.probe_thread: threading.Thread | None = None
         # Overridable in tests so backoff can be observed without sleeping.
         self.sleep: Callable[[float], None] = time.sleep
         if session is None:
@@ -660,7 +670,10 @@ class KeyrunesClient:
 
         Returns the response when its status is 2xx or in ``accept_status``.
         ``no_retry_status`` are 5xx statuses that are this route's definite
-        answer: neither retried nor counted by the circuit breaker.
+        answer: neither retried nor counted by the circuit breaker. When the
+        breaker's cool-down is over, a GET or HEAD that would be its probe is
+        sent from a background thread and this call raises
+        :class:`CircuitOpen` at once (``retry_after`` 1 s).
 
         The body is read at once (``response.content``), refused past
         ``max_bytes`` (default ``MAX_RESPONSE_BYTES``). With ``stream=True`` an
@@ -704,6 +717,49 @@ class KeyrunesClient:
     ) -> requests.Response:
         """One attempt with the breaker's leave; :class:`_Outage` when worth retrying."""
         permit = breaker.acquire(call.remaining())
+        if permit.probe and self.probe_in_background and call.method in SAFE_METHODS:
+            self._probe_in_background(permit, call, headers, json, params)
+        return self._attempt_with(permit, call, headers, json, params)
+
+    def _probe_in_background(
+        self,
+        permit: Permit,
+        call: _Call,
+        headers: dict[str, str],
+        json: Any,
+        params: Mapping[str, Any] | None,
+    ) -> NoReturn:
+        """Send the breaker's probe from a thread of its own; the caller gets 503 at once.
+
+        After a cool-down Keyrunes may still be down or slow: a request that
+        became the probe would wait up to a whole deadline, holding a sync
+        worker meanwhile. The probe's outcome closes or reopens the breaker
+        for the next callers; its answer is dropped.
+        """
+
+        def run() -> None:
+            try:
+                response = self._attempt_with(permit, call, headers, json, params)
+            except Exception:  # the outcome is the permit's report
+                return
+            response.close()
+
+        thread = threading.Thread(target=run, name="keyrunes-breaker-probe", daemon=True)
+        self.probe_thread = thread
+        thread.start()
+        raise CircuitOpen(
+            "Keyrunes circuit breaker is half_open: a probe call is under way; no call made.",
+            retry_after=PROBE_RETRY_AFTER,
+        )
+
+    def _attempt_with(
+        self,
+        permit: Permit,
+        call: _Call,
+        headers: dict[str, str],
+        json: Any,
+        params: Mapping[str, Any] | None,
+    ) -> requests.Response:
         try:
             response = self._send(call, headers, json, params)
         except _Outage:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -410,6 +411,12 @@ def test_health_503_counts_as_failure(kr: KeyrunesClient, rsps: responses.Reques
     assert get_breaker().failures == 1
 
 
+def probe_done(client: KeyrunesClient) -> None:
+    assert client.probe_thread is not None
+    client.probe_thread.join(5)
+    assert not client.probe_thread.is_alive()
+
+
 def test_probe_success_closes_through_the_client(rsps: responses.RequestsMock) -> None:
     clock = Clock()
     breaker = CircuitBreaker(2, 10.0, clock=clock)
@@ -422,9 +429,15 @@ def test_probe_success_closes_through_the_client(rsps: responses.RequestsMock) -
         client.me(TOKEN)
     assert breaker.state == "open"
     clock.now += 10
-    assert client.me(TOKEN).username == "alice"  # the probe: one attempt
+    # The caller that finds the cool-down over is answered at once; the probe
+    # (one attempt) runs in the background and closes the breaker.
+    with pytest.raises(CircuitOpen) as waiting:
+        client.me(TOKEN)
+    assert waiting.value.retry_after == 1.0
+    probe_done(client)
     assert breaker.state == "closed"
     assert len(rsps.calls) == 3
+    assert client.me(TOKEN).username == "alice"
 
 
 def test_failed_probe_is_not_retried(rsps: responses.RequestsMock) -> None:
@@ -436,11 +449,78 @@ def test_failed_probe_is_not_retried(rsps: responses.RequestsMock) -> None:
     with pytest.raises(KeyrunesUnavailable):
         client.me(TOKEN)
     clock.now += 10
-    with pytest.raises(KeyrunesUnavailable) as info:
+    with pytest.raises(CircuitOpen):
         client.me(TOKEN)
+    probe_done(client)
     assert len(rsps.calls) == 2
     assert breaker.state == "open"
+    with pytest.raises(CircuitOpen) as info:
+        client.me(TOKEN)
     assert info.value.retry_after == 10.0
+    assert len(rsps.calls) == 2
+
+
+def test_a_slow_probe_never_holds_its_caller(rsps: responses.RequestsMock) -> None:
+    """A sync worker is not spent waiting on a Keyrunes that may still be slow."""
+    clock = Clock()
+    breaker = CircuitBreaker(1, 10.0, clock=clock)
+    client = KeyrunesClient(BASE, breaker=breaker)
+    breaker.acquire(1.0).failed()
+    clock.now += 10
+    release = threading.Event()
+
+    def slow(request: Any) -> tuple[int, dict[str, str], str]:
+        release.wait(5)
+        return 200, {}, json.dumps(USER)
+
+    rsps.add_callback("GET", BASE + "/api/me", callback=slow)
+    with pytest.raises(CircuitOpen):
+        client.me(TOKEN)  # returns while the probe still waits for its answer
+    assert not release.is_set()
+    with pytest.raises(CircuitOpen):
+        client.me(TOKEN)  # one probe at a time
+    assert breaker.state == "half_open"
+    release.set()
+    probe_done(client)
+    assert breaker.state == "closed"
+    assert len(rsps.calls) == 1
+
+
+def test_a_call_that_changes_something_probes_inline(rsps: responses.RequestsMock) -> None:
+    """Its caller must learn whether it happened, so it is never sent behind its back."""
+    clock = Clock()
+    breaker = CircuitBreaker(1, 10.0, clock=clock)
+    client = KeyrunesClient(BASE, breaker=breaker)
+    breaker.acquire(1.0).failed()
+    clock.now += 10
+    rsps.post(BASE + "/api/login", json={"token": "t", "user": USER})
+    client.request("POST", "/api/login", json={"identity": "a", "password": "b"})
+    assert client.probe_thread is None
+    assert breaker.state == "closed"
+
+
+def test_unexpected_error_gives_no_verdict(rsps: responses.RequestsMock) -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(1, 10.0, clock=clock)
+    client = KeyrunesClient(BASE, breaker=breaker)
+    breaker.acquire(1.0).failed()
+    clock.now += 10
+    rsps.post(BASE + "/api/admin/users/3", body=KeyError("bug"))
+    with pytest.raises(KeyError):
+        client.request("POST", "/api/admin/users/3")
+    assert breaker.state == "half_open"
+    rsps.get(BASE + "/api/admin/users/5", body=KeyError("bug"))
+    with pytest.raises(CircuitOpen):
+        client.request("GET", "/api/admin/users/5")
+    probe_done(client)  # the background probe's error is no verdict either
+    assert breaker.state == "half_open"
+    rsps.get(BASE + "/api/admin/users/4", status=404)
+    with pytest.raises(CircuitOpen):
+        client.request("GET", "/api/admin/users/4")  # the next caller starts the probe
+    probe_done(client)
+    assert breaker.state == "closed"  # a 404 is an answer
+    with pytest.raises(NotFound):
+        client.request("GET", "/api/admin/users/4")
 
 
 def test_protocol_errors_leave_the_breaker_closed(
@@ -451,22 +531,6 @@ def test_protocol_errors_leave_the_breaker_closed(
         with pytest.raises(Exception, match="not JSON"):
             kr.me(TOKEN)
     assert get_breaker().state == "closed"
-
-
-def test_unexpected_error_gives_no_verdict(rsps: responses.RequestsMock) -> None:
-    clock = Clock()
-    breaker = CircuitBreaker(1, 10.0, clock=clock)
-    client = KeyrunesClient(BASE, breaker=breaker)
-    breaker.acquire(1.0).failed()
-    clock.now += 10
-    rsps.get(BASE + "/api/admin/users/3", body=KeyError("bug"))
-    with pytest.raises(KeyError):
-        client.request("GET", "/api/admin/users/3")
-    assert breaker.state == "half_open"
-    rsps.get(BASE + "/api/admin/users/4", status=404)
-    with pytest.raises(NotFound):
-        client.request("GET", "/api/admin/users/4")  # the next caller probes
-    assert breaker.state == "closed"
 
 
 # ------------------------------------------------------------------ reporting
