@@ -718,17 +718,12 @@ class KeyrunesClient:
         """One attempt with the breaker's leave; :class:`_Outage` when worth retrying."""
         permit = breaker.acquire(call.remaining())
         if permit.probe and self.probe_in_background and call.method in SAFE_METHODS:
-            self._probe_in_background(permit, call, headers, json, params)
+            self._probe_in_background(
+                lambda: self._attempt_with(permit, call, headers, json, params)
+            )
         return self._attempt_with(permit, call, headers, json, params)
 
-    def _probe_in_background(
-        self,
-        permit: Permit,
-        call: _Call,
-        headers: dict[str, str],
-        json: Any,
-        params: Mapping[str, Any] | None,
-    ) -> NoReturn:
+    def _probe_in_background(self, probe: Callable[[], requests.Response]) -> NoReturn:
         """Send the breaker's probe from a thread of its own; the caller gets 503 at once.
 
         After a cool-down Keyrunes may still be down or slow: a request that
@@ -739,7 +734,7 @@ class KeyrunesClient:
 
         def run() -> None:
             try:
-                response = self._attempt_with(permit, call, headers, json, params)
+                response = probe()
             except Exception:  # the outcome is the permit's report
                 return
             response.close()
@@ -760,6 +755,7 @@ class KeyrunesClient:
         json: Any,
         params: Mapping[str, Any] | None,
     ) -> requests.Response:
+        """The attempt itself, under ``permit``, whose outcome it reports to the breaker."""
         try:
             response = self._send(call, headers, json, params)
         except _Outage:

@@ -460,13 +460,18 @@ def test_failed_probe_is_not_retried(rsps: responses.RequestsMock) -> None:
     assert len(rsps.calls) == 2
 
 
-def test_a_slow_probe_never_holds_its_caller(rsps: responses.RequestsMock) -> None:
-    """A sync worker is not spent waiting on a Keyrunes that may still be slow."""
+def cooled_down() -> tuple[KeyrunesClient, CircuitBreaker]:
+    """A client whose breaker opened on one failure and whose cool-down is over."""
     clock = Clock()
     breaker = CircuitBreaker(1, 10.0, clock=clock)
-    client = KeyrunesClient(BASE, breaker=breaker)
     breaker.acquire(1.0).failed()
     clock.now += 10
+    return KeyrunesClient(BASE, breaker=breaker), breaker
+
+
+def test_a_slow_probe_never_holds_its_caller(rsps: responses.RequestsMock) -> None:
+    """A sync worker is not spent waiting on a Keyrunes that may still be slow."""
+    client, breaker = cooled_down()
     release = threading.Event()
 
     def slow(request: Any) -> tuple[int, dict[str, str], str]:
@@ -488,11 +493,7 @@ def test_a_slow_probe_never_holds_its_caller(rsps: responses.RequestsMock) -> No
 
 def test_a_call_that_changes_something_probes_inline(rsps: responses.RequestsMock) -> None:
     """Its caller must learn whether it happened, so it is never sent behind its back."""
-    clock = Clock()
-    breaker = CircuitBreaker(1, 10.0, clock=clock)
-    client = KeyrunesClient(BASE, breaker=breaker)
-    breaker.acquire(1.0).failed()
-    clock.now += 10
+    client, breaker = cooled_down()
     rsps.post(BASE + "/api/login", json={"token": "t", "user": USER})
     client.request("POST", "/api/login", json={"identity": "a", "password": "b"})
     assert client.probe_thread is None
@@ -500,11 +501,7 @@ def test_a_call_that_changes_something_probes_inline(rsps: responses.RequestsMoc
 
 
 def test_unexpected_error_gives_no_verdict(rsps: responses.RequestsMock) -> None:
-    clock = Clock()
-    breaker = CircuitBreaker(1, 10.0, clock=clock)
-    client = KeyrunesClient(BASE, breaker=breaker)
-    breaker.acquire(1.0).failed()
-    clock.now += 10
+    client, breaker = cooled_down()
     rsps.post(BASE + "/api/admin/users/3", body=KeyError("bug"))
     with pytest.raises(KeyError):
         client.request("POST", "/api/admin/users/3")
