@@ -595,3 +595,17 @@ class TestSignOutEverywhere:
         response = Client().post("/account/sign-out-everywhere/")
         assert response.status_code == 302
         assert "login" in response["Location"]
+
+
+def test_an_unreadable_shared_cache_falls_back_to_the_database(
+    kr: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = kr.create_user()
+    subject = revocation.Subject(user.namespace, user.user_id)
+    revocation.revoke_user_tokens(subject, reason="x")
+    shared = tokens.get_authenticator().cache.shared
+    monkeypatch.setattr(shared, "get_values", lambda keys: None)
+    state = revocation.revocation_state(subject, "0" * 64)
+    assert state.not_before == TokenRevocation.objects.get().not_before.timestamp()
+    assert not state.token_denied
+    assert state.refuses(state.not_before - 1)
