@@ -75,13 +75,3 @@ class TestWarmRatio:
     def test_samples_without_slices_use_the_whole_run(self, report: Any) -> None:
         samples = {"v": [{"rps": 50.0}], "o": [{"rps": 100.0}]}
         assert report.median_ratio(samples, "v", "o") == pytest.approx(0.5)
-
-
-class TestFaultRatio:
-    def scenario(self, before: float, during: float, after: float) -> dict[str, Any]:
-        phases = {"before": before, "during": during, "after": after}
-        return {name: {"pools": {"known": {"rps": rps}}} for name, rps in phases.items()}
-
-    def test_during_against_the_phases_around_it(self, report: Any) -> None:
-        assert report.known_kept(self.scenario(100, 90, 80)) == pytest.approx(1.0)
-        assert report.known_kept(self.scenario(100, 45, 100)) == pytest.approx(0.45)
