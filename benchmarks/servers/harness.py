@@ -18,6 +18,8 @@ from infra import Server, Services, run_arms, run_load
 from keyrunes_django.testing import KeyrunesEmulator
 
 SECRET = "bench-jwt-secret-" + "s" * 40
+#: The other authentication schemes compared with Keyrunes.
+PEERS = ("simplejwt", "oidc")
 TOKENS = 1000
 ME = "/api/me"
 
@@ -192,29 +194,36 @@ class Bench:
     def warm_matrix(
         self, server: Server, variants: list[str]
     ) -> dict[tuple[int, str, str], list[dict[str, Any]]]:
-        """Every (connections, distribution): the variants take turns in short slices."""
+        """Every (connections, distribution): the variants take turns in short slices.
+
+        Keyrunes takes turns with the open view alone, and the peers with an
+        open view of their own (``open-peers``): the peers' heavy requests
+        (a query, a userinfo call each) would otherwise weigh on the slices
+        that follow theirs, on ASGI servers above all.
+        """
+        groups = [["open", "keyrunes"], ["open-peers", *(v for v in variants if v in PEERS)]]
         samples: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
         for round_no in range(self.plan.rounds):
             for conns in (8, 32):
                 for dist in ("hot", "zipf"):
-                    arms = [
-                        {
-                            "name": v,
-                            "path": "/open/" if v == "open" else f"/{v}/",
-                            "pools": self.pools_for(v, dist),
-                        }
-                        for v in variants
-                    ]
-                    out = run_arms(
-                        server,
-                        arms,
-                        concurrency=conns,
-                        seconds=self.plan.warm_seconds,
-                        seed=round_no + 1,
-                    )
-                    for variant in variants:
-                        samples.setdefault((conns, dist, variant), []).append(out[variant])
+                    for group in groups:
+                        if len(group) < 2:
+                            continue
+                        out = run_arms(
+                            server,
+                            [self.arm(v, dist) for v in group],
+                            concurrency=conns,
+                            seconds=self.plan.warm_seconds,
+                            seed=round_no + 1,
+                        )
+                        for variant in group:
+                            samples.setdefault((conns, dist, variant), []).append(out[variant])
         return samples
+
+    def arm(self, variant: str, dist: str) -> dict[str, Any]:
+        """One variant of the warm tables as the load generator takes it."""
+        path = "/open/" if variant.startswith("open") else f"/{variant}/"
+        return {"name": variant, "path": path, "pools": self.pools_for(variant, dist)}
 
     def cold(self, server: Server) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
         """First requests with never-seen tokens vs the open view: 8 connections, and one."""

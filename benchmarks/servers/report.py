@@ -71,14 +71,14 @@ def warm_table(results: dict[str, Any]) -> None:
                 base = (conns, dist, "open")
                 if base not in local and base not in remote:
                     continue
-                cells = [
-                    _cell(local, (conns, dist, v), base) for v in ("keyrunes", "simplejwt", "oidc")
-                ]
+                peers_base = (conns, dist, "open-peers")
+                cells = [_cell(local, (conns, dist, "keyrunes"), base)]
+                cells += [_cell(local, (conns, dist, v), peers_base) for v in ("simplejwt", "oidc")]
                 cells.insert(1, _cell(remote, (conns, dist, "keyrunes"), base))
                 errs = sum(
                     errors(m[(conns, dist, v)])
                     for m in (local, remote)
-                    for v in {"open", "keyrunes", "simplejwt", "oidc"}
+                    for v in {"open", "open-peers", "keyrunes", "simplejwt", "oidc"}
                     if (conns, dist, v) in m
                 )
                 open_rps = statistics.median(s["rps"] for s in (local or remote)[base])
