@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
@@ -67,6 +67,11 @@ __all__ = [
 
 # datetime.fromtimestamp() cannot go past 9999-12-31.
 _MAX_TIMESTAMP = 253_402_300_799
+#: The server's ids are 64-bit signed integers, from 1 up: what does not fit
+#: (and would not fit a BigIntegerField either) is refused as malformed.
+MAX_REMOTE_ID = 2**63 - 1
+RemoteId = Annotated[int, Field(ge=0, le=MAX_REMOTE_ID)]
+StrictRemoteId = Annotated[StrictInt, Field(ge=0, le=MAX_REMOTE_ID)]
 
 PolicyEffect = Literal["Allow", "Deny"]
 
@@ -91,13 +96,13 @@ class RequestModel(BaseModel):
 class User(_Response):
     """``UserResponse``: /api/me, register/login, profile and admin create/update."""
 
-    user_id: int
+    user_id: RemoteId
     external_id: str | None = None
     email: str
     username: str
     groups: list[str]
     first_login: bool = False
-    organization_id: int
+    organization_id: RemoteId
     namespace: str
 
     def to_identity(self, source: IdentitySource = "remote") -> VerifiedIdentity:
@@ -125,7 +130,7 @@ class AuthResponse(_Response):
 class AdminUser(_Response):
     """An element of ``GET /api/admin/users`` (no namespace/organization: the caller knows them)."""
 
-    user_id: int
+    user_id: RemoteId
     external_id: str | None = None
     email: str
     username: str
@@ -429,7 +434,7 @@ class TokenClaims(_Response):
     username: StrictStr
     groups: list[StrictStr]
     namespace: StrictStr
-    organization_id: StrictInt
+    organization_id: StrictRemoteId
     exp: StrictInt
     iat: StrictInt
     iss: StrictStr
@@ -437,8 +442,13 @@ class TokenClaims(_Response):
     @field_validator("sub")
     @classmethod
     def _sub_is_decimal(cls, value: str) -> str:
+        # One spelling per id ("5", never "05"), and an id the server can hold.
         if not value.isascii() or not value.isdigit():
             raise ValueError("sub must be a decimal user id")
+        if len(value) > len(str(MAX_REMOTE_ID)) or int(value) > MAX_REMOTE_ID:
+            raise ValueError("sub is out of range")
+        if str(int(value)) != value:
+            raise ValueError("sub must be written without leading zeros")
         return value
 
     @field_validator("exp", "iat")

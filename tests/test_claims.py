@@ -159,6 +159,26 @@ class TestReadClaims:
     def test_wrong_claim_types(self, overrides: dict[str, Any]) -> None:
         assert reason(read, raw_token(HEADER, json.dumps(claims(**overrides)))) == "malformed"
 
+    @pytest.mark.parametrize(
+        "overrides",
+        [
+            {"sub": str(2**63)},  # past the server's 64-bit ids (and a BigIntegerField)
+            {"sub": "9" * 400},
+            {"sub": "9" * 5000},  # past Python's own limit on int() of a string
+            {"sub": "07"},  # a second spelling of user 7
+            {"sub": "-7"},
+            {"sub": "\u0667"},  # a non-ASCII digit
+            {"organization_id": 2**63},
+            {"organization_id": -1},
+        ],
+    )
+    def test_ids_the_server_cannot_have(self, overrides: dict[str, Any]) -> None:
+        assert reason(read, raw_token(HEADER, json.dumps(claims(**overrides)))) == "malformed"
+
+    def test_the_largest_id_is_read(self) -> None:
+        typed = read(raw_token(HEADER, json.dumps(claims(sub=str(2**63 - 1)))))
+        assert typed.user_id == 2**63 - 1
+
 
 class TestClaimRules:
     NOW = 1_800_000_000.0

@@ -499,6 +499,19 @@ class TestHostileTokens:
         assert response.json()["reason"] == "unsupported_header"
         assert kr.requests_to("/api/me") == 0
 
+    @pytest.mark.parametrize("sub", [str(2**63), "9" * 400, "07"])
+    @pytest.mark.parametrize("mode", ["local", "remote"])
+    def test_signed_ids_no_server_has(
+        self, kr: Any, client: Client, settings: Any, sub: str, mode: str
+    ) -> None:
+        """Past a 64-bit id (which no column holds) or a second spelling: 401, never a 500."""
+        settings.KEYRUNES = {**settings.KEYRUNES, "VERIFICATION_MODE": mode}
+        token = raw_token(self.HEADER, json.dumps(claims(sub=sub)), kr.jwt_secret)
+        response = get(client, "/whoami/", **bearer(token))
+        assert response.status_code == 401
+        assert response.json()["reason"] == "malformed"
+        assert kr.requests_to("/api/me") == 0
+
     def test_unpadded_base64_only(self, kr: Any, client: Client) -> None:
         token = f"{b64(self.HEADER)}.{b64(json.dumps(claims()))}=.c2ln"
         assert get(client, "/whoami/", **bearer(token)).status_code == 401
