@@ -220,6 +220,11 @@ class _HotIdentities:
 HOT_IDENTITIES = 1024
 
 
+def _subject_key(identity: VerifiedIdentity) -> str:
+    """Where :attr:`TokenAuthenticator.subjects` keeps a remote user (as ``Subject.name``)."""
+    return f"{identity.namespace}:{identity.user_id}"
+
+
 def _fingerprint(identity: VerifiedIdentity) -> int:
     """What the mirror writes from an identity, without the token's own times."""
     payload = {k: v for k, v in identity.payload.items() if k not in ("exp", "iat")}
@@ -354,7 +359,7 @@ class TokenAuthenticator:
         issued = identity.issued_at.timestamp() if identity.issued_at is not None else None
         row = None
         if generation is not None:
-            row = self.subjects.get(f"{identity.namespace}:{identity.user_id}")
+            row = self.subjects.get(_subject_key(identity))
             if row is not None and row.revocations_seen == generation:
                 if refused_by(row.not_before, issued):
                     self._refuse_revoked(credential, request)
@@ -445,7 +450,7 @@ class TokenAuthenticator:
         """
         if self.stateless:
             return self.mirror(identity)
-        subject = f"{identity.namespace}:{identity.user_id}"
+        subject = _subject_key(identity)
         row = self.subjects.get(subject)
         if row is not None and row.fingerprint == _fingerprint(identity):
             user = read_user(row.model, row.pk)
@@ -463,7 +468,7 @@ class TokenAuthenticator:
             return None
         if not hasattr(user, "_meta"):
             return SameUser(user)
-        subject = f"{identity.namespace}:{identity.user_id}"
+        subject = _subject_key(identity)
         row = UserRow(user, _fingerprint(identity))
         known = self.subjects.get(subject)
         if known is not None:  # what was learned of the user's revocations stays true
