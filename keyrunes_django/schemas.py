@@ -187,9 +187,9 @@ class TemporaryPassword(_Response):
 
 
 class Group(_Response):
-    group_id: int
+    group_id: RemoteId
     external_id: str | None = None
-    organization_id: int
+    organization_id: RemoteId
     name: str
     description: str | None = None
     created_at: datetime | None = None
@@ -197,9 +197,9 @@ class Group(_Response):
 
 
 class Policy(_Response):
-    policy_id: int
+    policy_id: RemoteId
     external_id: str | None = None
-    organization_id: int
+    organization_id: RemoteId
     name: str
     description: str | None = None
     resource: str
@@ -211,7 +211,7 @@ class Policy(_Response):
 
 
 class Organization(_Response):
-    organization_id: int
+    organization_id: RemoteId
     external_id: str | None = None
     name: str
     description: str | None = None
@@ -225,14 +225,14 @@ class Organization(_Response):
 class OrganizationSecret(_Response):
     """Answer of ``GET /api/org/secret`` and ``POST /api/org/secret/rotate``."""
 
-    organization_id: int
+    organization_id: RemoteId
     secret_key: str = Field(repr=False)
 
 
 class OrganizationKey(_Response):
     """Answer of ``POST /api/admin/organizations/{id}/rotate-key``."""
 
-    organization_id: int
+    organization_id: RemoteId
     secret_key: str = Field(repr=False)
     message: str | None = None
 
@@ -244,7 +244,7 @@ class PermissionCheck(_Response):
     """Answer of ``POST /api/check-permission`` (organization key or superadmin token)."""
 
     allowed: StrictBool
-    user_id: int | None = None
+    user_id: RemoteId | None = None
     resource: str | None = None
     action: str | None = None
 
@@ -253,7 +253,7 @@ class AdminPermissionCheck(_Response):
     """Answer of ``POST /api/admin/check-permission``."""
 
     has_permission: StrictBool
-    user_id: int | None = None
+    user_id: RemoteId | None = None
     group_name: str | None = None
     resource: str | None = None
     action: str | None = None
@@ -264,7 +264,7 @@ class OrgKeyVerification(_Response):
 
     status: str
     organization: str | None = None
-    organization_id: int | None = None
+    organization_id: RemoteId | None = None
 
 
 # ------------------------------------------------------------------------ health
@@ -312,7 +312,7 @@ class HealthLive(_Response):
 
 
 class DashboardAdmin(_Response):
-    user_id: int
+    user_id: RemoteId
     username: str
     email: str
     groups: list[str] = Field(default_factory=list)

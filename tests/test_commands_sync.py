@@ -231,6 +231,21 @@ def test_sync_groups_dry_run_writes_nothing(kr: KeyrunesEmulator) -> None:
     assert not MirroredGroup.objects.exists()
 
 
+def test_sync_groups_refuses_an_id_past_64_bits(kr: KeyrunesEmulator) -> None:
+    """A group id no BigIntegerField holds is refused with a reason; nothing is written."""
+    import itertools
+
+    run("keyrunes_sync_groups")
+    before = snapshot()
+    with kr.state.lock:
+        kr.state.namespace("public").group_seq = itertools.count(2**63)
+    kr.create_group("too-far")
+    with pytest.raises(CommandError, match="group_id"):
+        run("keyrunes_sync_groups", "--prune")
+    assert snapshot() == before
+    assert not Group.objects.filter(name="too-far").exists()
+
+
 def test_sync_groups_failed_listing(kr: KeyrunesEmulator) -> None:
     run("keyrunes_sync_groups")
     before = snapshot()

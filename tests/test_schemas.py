@@ -204,3 +204,54 @@ def test_request_bodies() -> None:
         CheckPermissionRequest(user_id="1", resource="r", action="a")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         LoginRequest(identity="u", password="p", namespace="n", admin_key="x")  # type: ignore[call-arg]
+
+
+def _remote_id_fields() -> list[tuple[str, str, Any]]:
+    """Every ``*_id`` field of Keyrunes' answers that holds a number, with its validator."""
+    from typing import Annotated
+
+    from pydantic import BaseModel, TypeAdapter
+
+    from keyrunes_django import schemas
+
+    found = []
+    for name in dir(schemas):
+        model = getattr(schemas, name)
+        if not (
+            isinstance(model, type)
+            and issubclass(model, BaseModel)
+            and issubclass(model, schemas._Response)
+        ):
+            continue
+        for field_name, field in model.model_fields.items():
+            if not field_name.endswith("_id") or "int" not in repr(field.annotation):
+                continue
+            annotation = (
+                Annotated[(field.annotation, *field.metadata)]
+                if field.metadata
+                else field.annotation
+            )
+            found.append((name, field_name, TypeAdapter(annotation)))
+    return found
+
+
+REMOTE_ID_FIELDS = _remote_id_fields()
+
+
+def test_every_remote_id_field_is_found() -> None:
+    names = {(model, field) for model, field, _ in REMOTE_ID_FIELDS}
+    assert {("Group", "group_id"), ("Policy", "policy_id"), ("User", "user_id")} <= names
+    assert ("OrgKeyVerification", "organization_id") in names
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "adapter"),
+    REMOTE_ID_FIELDS,
+    ids=[f"{m}.{f}" for m, f, _ in REMOTE_ID_FIELDS],
+)
+def test_ids_past_64_bits_are_refused_in_every_answer(model: str, field: str, adapter: Any) -> None:
+    """The server's ids are signed 64-bit: a larger one would not fit the mirror's columns."""
+    assert adapter.validate_python(2**63 - 1) == 2**63 - 1
+    for value in (2**63, 2**64 + 5, -1):
+        with pytest.raises(ValidationError):
+            adapter.validate_python(value)

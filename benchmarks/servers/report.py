@@ -256,7 +256,7 @@ def memory_table(points: list[tuple[int, int, dict[str, Any]]]) -> None:
 def targets(
     results: dict[str, Any], points: list[tuple[int, int, dict[str, Any]]]
 ) -> list[tuple[str, str, bool]]:
-    """The issue's "done when" figures, as PASS/FAIL lines (informational)."""
+    """What the app promises under real servers, as PASS/FAIL lines (informational)."""
     checks = []
     for kind, res in results.items():
         for sc in res.get("faults", []):
