@@ -170,8 +170,8 @@ def main() -> int:
 
     print(
         f"\nkeyrunes-django under real servers ({'full' if plan.full else 'short'} run: "
-        f"{plan.rounds} round(s) of {plan.warm_seconds:g} s per variant, slow phase "
-        f"{plan.slow_seconds:g} s; "
+        f"{plan.rounds} round(s) of {plan.warm_seconds:g} s per variant, outage "
+        f"{plan.outage_seconds:g} s, slow phase {plan.slow_seconds:g} s; "
         f"{time.monotonic() - started:.0f} s; Python {sys.version.split()[0]}; "
         f"{'PostgreSQL + Redis' if services.available else 'SQLite + LocMem'}; "
         f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: ratios, not absolute figures)"

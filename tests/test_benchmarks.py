@@ -75,3 +75,65 @@ class TestWarmRatio:
     def test_samples_without_slices_use_the_whole_run(self, report: Any) -> None:
         samples = {"v": [{"rps": 50.0}], "o": [{"rps": 100.0}]}
         assert report.median_ratio(samples, "v", "o") == pytest.approx(0.5)
+
+
+class TestOpenLoopPool:
+    """A paced pool keeps its rate whatever the server does with its requests."""
+
+    def run_against(self, tmp_path: Path, slow_header: str) -> dict[str, Any]:
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if self.headers.get("Authorization") == slow_header:
+                    time.sleep(1.0)
+                # One write: headers and body apart would wait on delayed ACKs.
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            spec = {
+                "host": "127.0.0.1",
+                "port": server.server_address[1],
+                "path": "/",
+                "concurrency": 2,
+                "duration": 1.0,
+                "max_requests": 100_000,
+                "timeout": 5,
+                "pools": [
+                    {"name": "known", "headers": ["Bearer known"], "pick": "hot"},
+                    {
+                        "name": "new",
+                        "headers": [slow_header] * 100,
+                        "pick": "unique",
+                        "rate": 20,
+                    },
+                ],
+            }
+            path = tmp_path / "spec.json"
+            path.write_text(json.dumps(spec))
+            out = run_script(str(SERVERS / "loadgen.py"), str(path))
+        finally:
+            server.shutdown()
+            server.server_close()
+        return json.loads(out)["pools"]
+
+    def test_slow_arrivals_do_not_hold_the_shared_connections(self, tmp_path: Path) -> None:
+        pools = self.run_against(tmp_path, "Bearer new")
+        new, known = pools["new"], pools["known"]
+        # About 20 arrivals in the second, each waiting 1 s on a connection of its own.
+        assert 15 <= new["requests"] <= 25
+        assert new["statuses"] == {"200": new["requests"]}
+        assert new["p50"] >= 1.0
+        # The two shared connections never waited on them.
+        assert known["requests"] > 10 * new["requests"]
+        assert known["p99"] < 1.0

@@ -32,11 +32,13 @@ class Plan:
     servers: tuple[str, ...] = ("gunicorn", "uvicorn")
     rounds: int = 1
     warm_seconds: float = 1.6  # per variant, in slices taking turns
-    fault_seconds: float = 3.0
-    # Long against the call deadline (5 s by default): a sync worker that takes
-    # a new token when the slowness starts waits out that deadline once before
-    # the breaker opens, and a 13 s phase read 0.59-0.90x from that onset alone
-    # where 30 s reads 0.96-1.13x, closer to a stale window of minutes.
+    fault_seconds: float = 4.0  # the phases before and after a fault
+    # Long against the outage's onset: until the breaker opens (5 failures), a
+    # new token's call still retries with back-off, holding a sync worker ~1 s.
+    outage_seconds: float = 10.0
+    # Long against the call deadline (5 s by default): as the slowness starts,
+    # both sync workers take new tokens and wait out that deadline once before
+    # the breaker opens, serving no known token meanwhile.
     slow_seconds: float = 30.0
     slow_delay: float = 12.0
     memory_points: tuple[int, ...] = (0, 1000, 3000)
@@ -52,6 +54,7 @@ class Plan:
             rounds=3,
             warm_seconds=6.0,
             fault_seconds=15.0,
+            outage_seconds=15.0,
             slow_seconds=30.0,
             memory_points=(0, 1000, 10_000),
             warm_up_passes=4,
@@ -68,6 +71,15 @@ def send_each(server: Server, headers: list[str]) -> None:
         duration=120,
         max_requests=len(headers),
     )
+
+
+#: Seconds of known tokens alone before a fault scenario, to set the new tokens' rate.
+CALIBRATION_SECONDS = 2.0
+#: Share of the fault scenarios' requests that carry a never-seen token, at the
+#: pace known tokens alone reach. A token lives an hour and serves many requests;
+#: a cold request also costs about ten warm ones, so a tenth of the traffic would
+#: spend most of the server on it and leave a baseline that swings by 10x.
+NEW_TOKEN_SHARE = 0.02
 
 
 @dataclass
@@ -265,17 +277,29 @@ class Bench:
 
     # ------------------------------------------------------------------ faults
 
-    def fault_phase(self, server: Server, seconds: float, seed: int) -> dict[str, Any]:
-        """Known tokens (Zipf, 90 %) and never-seen tokens (10 %) on 8 connections."""
-        pools = [
-            {
-                "name": "known",
-                "headers": self.known[: self.fault_tokens],
-                "pick": "zipf",
-                "weight": 0.9,
-            },
-            {"name": "new", "headers": self.fresh_tokens(3000), "pick": "unique", "weight": 0.1},
+    def fault_phase(
+        self, server: Server, seconds: float, seed: int, new_rate: float | None = None
+    ) -> dict[str, Any]:
+        """Known tokens (Zipf) on 8 connections; never-seen tokens at ``new_rate`` a second.
+
+        The never-seen tokens arrive open-loop, each on a connection of its own,
+        as other users would: on shared connections a new token waiting for a
+        slow Keyrunes would also hold back the known tokens queued behind it in
+        the client, which no real client population does. Without ``new_rate``
+        only known tokens are sent.
+        """
+        pools: list[dict[str, Any]] = [
+            {"name": "known", "headers": self.known[: self.fault_tokens], "pick": "zipf"}
         ]
+        if new_rate is not None:
+            pools.append(
+                {
+                    "name": "new",
+                    "headers": self.fresh_tokens(int(new_rate * seconds) + 100),
+                    "pick": "unique",
+                    "rate": new_rate,
+                }
+            )
         timeouts = server.worker_timeouts()
         result = run_load(
             server,
@@ -303,27 +327,31 @@ class Bench:
         try:
             if keyrunes.get("CACHE_TTL"):
                 time.sleep(float(keyrunes["CACHE_TTL"]))  # every known entry is stale now
-            before = self.fault_phase(server, self.plan.fault_seconds, 1)
+            alone = self.fault_phase(server, CALIBRATION_SECONDS, 0)
+            known_rps = alone["pools"]["known"]["rps"]
+            rate = max(1.0, known_rps * NEW_TOKEN_SHARE / (1 - NEW_TOKEN_SHARE))
+            before = self.fault_phase(server, self.plan.fault_seconds, 1, rate)
             if fault == "outage":
                 # Dropping every request also ends the keep-alive connections the
                 # workers hold (the server's handler threads outlive its stop()).
                 self.emulator.faults.add(None, drop=True)
                 self.emulator.stop()
-                seconds = self.plan.fault_seconds
+                seconds = self.plan.outage_seconds
             else:
                 self.emulator.faults.add(r"^/api/me$", delay=self.plan.slow_delay)
                 seconds = self.plan.slow_seconds
             try:
-                during = self.fault_phase(server, seconds, 2)
+                during = self.fault_phase(server, seconds, 2, rate)
             finally:
                 self.emulator.faults.clear()
                 self.emulator.start()
-            after = self.fault_phase(server, self.plan.fault_seconds, 3)
+            after = self.fault_phase(server, self.plan.fault_seconds, 3, rate)
             stats = server.log_text()
         finally:
             server.stop()
         return {
             "name": name,
+            "new_rate": rate,
             "before": before,
             "during": during,
             "after": after,

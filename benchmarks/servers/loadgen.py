@@ -14,8 +14,12 @@ seconds more), and ``pools`` of ``Authorization`` values::
 
 ``zipf`` draws index ``k`` with probability proportional to ``1 / (k + 1)``;
 ``unique`` hands each header out once (a cold token), and the pool drops out
-when it runs dry. Results are kept per pool: status counts, latency
-percentiles, requests completed inside the window, distinct headers used.
+when it runs dry. A pool with ``"rate": R`` is open-loop instead: it takes no
+turn on the shared connections, and R requests a second are sent whatever
+the server's pace, each on a connection of its own (at most 64 in flight;
+an arrival past that is counted as ``skipped``). Results are kept per pool:
+status counts, latency percentiles, requests completed inside the window,
+distinct headers used.
 
 With ``arms`` (a list of ``{"name", "path", "pools"}``) instead of ``path``
 and ``pools``, the paths take turns on the same connections in slices of
@@ -42,6 +46,7 @@ class Pool:
     headers: list[str]
     pick: str
     weight: float
+    rate: float | None = None  # open loop: requests a second, off the shared connections
     cumulative: list[float] = field(default_factory=list)
     cursor: int = 0
     used: set[int] = field(default_factory=set)
@@ -87,6 +92,10 @@ async def read_chunked(reader: asyncio.StreamReader) -> None:
             return
 
 
+#: Open-loop requests of one pool in flight at once, at most.
+PACED_IN_FLIGHT = 64
+
+
 class Run:
     """Requests to one path from its pools; connections are handed in by the caller."""
 
@@ -96,7 +105,14 @@ class Run:
         self.spec = spec
         self.path = path
         self.pools = [
-            Pool(p["name"], p["headers"], p["pick"], float(p.get("weight", 1))) for p in pools
+            Pool(
+                p["name"],
+                p["headers"],
+                p["pick"],
+                float(p.get("weight", 1)),
+                rate=float(p["rate"]) if "rate" in p else None,
+            )
+            for p in pools
         ]
         self.rng = rng
         self.issued = 0
@@ -104,7 +120,7 @@ class Run:
         self.slices: list[tuple[int, float]] = []  # (requests, seconds) of each of its turns
 
     def next_pool(self) -> Pool | None:
-        live = [p for p in self.pools if not p.dry and p.weight > 0]
+        live = [p for p in self.pools if not p.dry and p.weight > 0 and p.rate is None]
         if not live:
             return None
         return self.rng.choices(live, weights=[p.weight for p in live])[0]
@@ -146,37 +162,61 @@ class Run:
 
     async def worker(self, conn: list[Any], until: float) -> None:
         """Requests on one connection until ``until`` (then the one in flight finishes)."""
-        timeout = float(self.spec.get("timeout", 60))
         while time.monotonic() < until and self.issued < self.spec["max_requests"]:
             pool = self.next_pool()
             if pool is None:
                 break
-            self.issued += 1
-            header = pool.draw(self.rng)
-            began = time.monotonic()
-            keep = False
-            try:
-                status, keep = await asyncio.wait_for(self.one(conn, header or None), timeout)
-            except asyncio.TimeoutError:
-                status = "timeout"
-            except (
-                OSError,
-                asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError,
-                IndexError,
-                ValueError,
-            ):
-                status = "conn_error"
-            done = time.monotonic()
-            pool.statuses[status] = pool.statuses.get(status, 0) + 1
-            pool.latencies.append(done - began)
-            if done <= until:
-                pool.in_window += 1
-            if not keep and conn:
-                conn[1].close()
-                conn.clear()
-                if status == "conn_error":
-                    await asyncio.sleep(0.01)  # a refused connect must not spin
+            await self.request(conn, pool, until)
+
+    async def request(self, conn: list[Any], pool: Pool, until: float) -> None:
+        """One request from ``pool`` on ``conn``, recorded in the pool."""
+        timeout = float(self.spec.get("timeout", 60))
+        self.issued += 1
+        header = pool.draw(self.rng)
+        began = time.monotonic()
+        keep = False
+        try:
+            status, keep = await asyncio.wait_for(self.one(conn, header or None), timeout)
+        except asyncio.TimeoutError:
+            status = "timeout"
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            IndexError,
+            ValueError,
+        ):
+            status = "conn_error"
+        done = time.monotonic()
+        pool.statuses[status] = pool.statuses.get(status, 0) + 1
+        pool.latencies.append(done - began)
+        if done <= until:
+            pool.in_window += 1
+        if not keep and conn:
+            conn[1].close()
+            conn.clear()
+            if status == "conn_error":
+                await asyncio.sleep(0.01)  # a refused connect must not spin
+
+    async def paced(self, pool: Pool, rate: float, until: float) -> None:
+        """Open loop: ``rate`` requests a second from ``pool``, each on its own connection."""
+        in_flight: set[asyncio.Task[None]] = set()
+        due = time.monotonic()
+        while due < until and not pool.dry and self.issued < self.spec["max_requests"]:
+            if len(in_flight) < PACED_IN_FLIGHT:
+                conn: list[Any] = []
+                task = asyncio.create_task(self._one_off(conn, pool, until))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            else:
+                pool.statuses["skipped"] = pool.statuses.get("skipped", 0) + 1
+            due += 1.0 / rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+        await asyncio.gather(*in_flight)
+
+    async def _one_off(self, conn: list[Any], pool: Pool, until: float) -> None:
+        await self.request(conn, pool, until)
+        close_all([conn])
 
     def stats(self, window: float, barrier: bool) -> dict[str, Any]:
         """Per pool; with ``barrier`` every request counts (each finished inside its slice)."""
@@ -209,7 +249,8 @@ async def single(spec: dict[str, Any]) -> dict[str, Any]:
     conns: list[list[Any]] = [[] for _ in range(int(spec["concurrency"]))]
     started = time.monotonic()
     until = started + float(spec["duration"])
-    await asyncio.gather(*(run.worker(conn, until) for conn in conns))
+    paced = [run.paced(p, p.rate, until) for p in run.pools if p.rate is not None]
+    await asyncio.gather(*(run.worker(conn, until) for conn in conns), *paced)
     finished = time.monotonic()
     close_all(conns)
     window = min(finished, until) - started
