@@ -131,7 +131,9 @@ def main() -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     parser.add_argument("--rounds", type=int, help="rounds of the warm tables (short: 1)")
     parser.add_argument(
-        "--warm-seconds", type=float, help="seconds per variant and round (short: 1.6)"
+        "--warm-seconds",
+        type=float,
+        help="seconds per variant and round for Keyrunes and its open view (short: 3.2)",
     )
     parser.add_argument(
         "--slow-seconds", type=float, help="length of the slow-Keyrunes phase (default: 30)"
@@ -170,7 +172,8 @@ def main() -> int:
 
     print(
         f"\nkeyrunes-django under real servers ({'full' if plan.full else 'short'} run: "
-        f"{plan.rounds} round(s) of {plan.warm_seconds:g} s per variant, outage "
+        f"{plan.rounds} round(s) of {plan.warm_seconds:g} s per variant "
+        f"({plan.peer_seconds:g} s for the peers), outage "
         f"{plan.outage_seconds:g} s, slow phase {plan.slow_seconds:g} s; "
         f"{time.monotonic() - started:.0f} s; Python {sys.version.split()[0]}; "
         f"{'PostgreSQL + Redis' if services.available else 'SQLite + LocMem'}; "
