@@ -290,6 +290,8 @@ class TokenAuthenticator:
         # it was read, and a generation that moves on whenever it changed.
         self.revocation_epoch: str | None = None
         self.revocations_checked_at = float("-inf")
+        # Concurrent requests that find the check due wait for one reader.
+        self.revocations_lock = threading.Lock()
         self.generation = 0
         self.stateless = bool(s.STATELESS_USERS)
 
@@ -330,14 +332,19 @@ class TokenAuthenticator:
         One shared-cache read per ``REVOCATION_CHECK_INTERVAL`` per process,
         however many tokens it remembers.
         """
-        now = clock.now()
-        if now - self.revocations_checked_at <= self.revocation_interval:
+        if clock.now() - self.revocations_checked_at <= self.revocation_interval:
             return
-        epoch = revocation_epoch()
-        if epoch is None or epoch != self.revocation_epoch:
-            self.generation += 1
-        self.revocation_epoch = epoch
-        self.revocations_checked_at = now
+        # Under threads (ASGI, gthread) every request that arrives while the
+        # check is due would read the epoch too; the first one reads it for all.
+        with self.revocations_lock:
+            now = clock.now()
+            if now - self.revocations_checked_at <= self.revocation_interval:
+                return
+            epoch = revocation_epoch()
+            if epoch is None or epoch != self.revocation_epoch:
+                self.generation += 1
+            self.revocation_epoch = epoch
+            self.revocations_checked_at = now
 
     def revocations_changed(self) -> None:
         """Re-check every remembered token and user: this process just revoked something."""

@@ -468,6 +468,45 @@ class TestRevocationEpoch:
         assert len(per_token) == len(requests)  # the epoch changed: every token is checked again
         assert refused == 1
 
+    def test_concurrent_requests_read_the_epoch_once(
+        self, kr: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Threads that find the check due together (ASGI, gthread) make one read, not one each."""
+        import threading
+
+        auth = tokens.TokenAuthenticator()
+        auth.authenticate(bearer_request(kr.issue_token(kr.create_user())))
+        generation = auth.generation
+        reads: list[int] = []
+        reading = threading.Event()
+
+        def slow_epoch() -> str:
+            reads.append(1)
+            reading.set()
+            time.sleep(0.05)  # a round trip the other threads arrive during
+            return "after-a-revocation"
+
+        monkeypatch.setattr(tokens, "revocation_epoch", slow_epoch)
+        auth.revocations_checked_at = float("-inf")
+        start = threading.Barrier(8)
+        finished: list[int] = []
+
+        def request() -> None:
+            start.wait()
+            auth.refresh_revocations()
+            finished.append(auth.generation)
+
+        threads = [threading.Thread(target=request) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(5)
+        assert reading.is_set()
+        assert reads == [1]
+        # Every thread came back with what the one read learned.
+        assert finished == [generation + 1] * 8
+        assert auth.revocation_epoch == "after-a-revocation"
+
 
 def bearer_request(token: str) -> HttpRequest:
     from django.test import RequestFactory
