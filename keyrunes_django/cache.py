@@ -631,6 +631,14 @@ class VerificationCache:
                 self.local.set(key, answer)
                 return answer
         try:
+            if shared:
+                # A peer may have answered and let go of the lock between this
+                # process's miss and its taking the lock.
+                record = self.shared.get(kind, digest)
+                if record is not None and record.is_fresh(clock.now()):
+                    if remember:
+                        self.local.set(key, record)
+                    return record
             return self._compute(kind, digest, compute, shared, remember)
         finally:
             if shared:

@@ -125,6 +125,26 @@ def test_one_remote_call_across_processes() -> None:
     assert [r.value for r in results] == [IDENTITY] * 3
 
 
+def test_a_peer_answering_just_before_the_lock_is_taken_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Missed in the shared cache, then a peer answers and lets go: still one remote call."""
+    peer, late = make_cache(), make_cache()
+    first_remote, second_remote = Remote(), Remote()
+    real_acquire = late.shared.acquire
+
+    def acquire_after_the_peer(kind: str, digest: str) -> bool:
+        # The peer's whole call fits between this process's miss and its lock.
+        peer.lookup(kind, digest, first_remote, shared=True)
+        return real_acquire(kind, digest)
+
+    monkeypatch.setattr(late.shared, "acquire", acquire_after_the_peer)
+    assert late.lookup("token", "z", second_remote, shared=True).value == IDENTITY
+    assert (first_remote.calls, second_remote.calls) == (1, 0)
+    # And the lock was let go: the next miss elsewhere may take it.
+    assert late.shared.acquire("token", "z")
+
+
 def test_a_waiting_process_asks_itself_after_fleet_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     import keyrunes_django.cache as cache_module
 
@@ -136,7 +156,7 @@ def test_a_waiting_process_asks_itself_after_fleet_wait(monkeypatch: pytest.Monk
     assert remote.calls == 1
 
 
-def test_a_failing_cache_never_blocks_the_call() -> None:
+def test_a_failing_cache_never_blocks_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
     class Broken:
         def add(self, *args: Any) -> bool:
             raise ConnectionError
@@ -151,11 +171,9 @@ def test_a_failing_cache_never_blocks_the_call() -> None:
             raise ConnectionError
 
     cache = make_cache()
-    cache.shared = SharedCache("default", "t", b"k" * 32)
-    type(cache.shared).backend = property(lambda self: Broken())  # type: ignore[assignment]
-    try:
-        remote = Remote()
-        assert cache.lookup("token", "z", remote, shared=True).value == IDENTITY
-        assert remote.calls == 1
-    finally:
-        del type(cache.shared).backend
+    # Through monkeypatch, which puts SharedCache's own property back afterwards
+    # (deleting the patched attribute would leave the class without one).
+    monkeypatch.setattr(SharedCache, "backend", property(lambda self: Broken()))
+    remote = Remote()
+    assert cache.lookup("token", "z", remote, shared=True).value == IDENTITY
+    assert remote.calls == 1
