@@ -1,6 +1,6 @@
 """keyrunes-django under real servers: gunicorn (2 sync workers) and uvicorn, side by side.
 
-    .venv/bin/python benchmarks/bench_servers.py           # short, a few minutes (make bench)
+    .venv/bin/python benchmarks/bench_servers.py           # short, about 8 minutes (make bench)
     .venv/bin/python benchmarks/bench_servers.py --full    # longer runs, 3 rounds, 10k memory point
 
 Starts PostgreSQL and Redis with scripts/services.sh (``--pg-port``/``--redis-port``;
