@@ -102,6 +102,13 @@ def timed_batch(view: Callable[[Any], Any], make: Callable[[int], Any], n: int) 
     return elapsed / n * 1e6
 
 
+def use_authenticator(state: Any) -> None:
+    """Make ``state`` the process's authenticator, as a process configured that way has."""
+    from keyrunes_django import tokens
+
+    tokens._authenticator = state
+
+
 def interleaved_round(
     variants: dict[str, tuple[Callable[[Any], Any], Callable[[int], Any], Any]], n: int
 ) -> dict[str, float]:
@@ -111,8 +118,6 @@ def interleaved_round(
     a change in machine load, and the caches one request leaves cold for the
     next, weigh on every variant alike (GC paused, like timeit).
     """
-    from keyrunes_django import tokens
-
     requests = {name: [make(i) for i in range(n)] for name, (_, make, _) in variants.items()}
     spent = dict.fromkeys(variants, 0.0)
     order = list(variants)
@@ -124,7 +129,7 @@ def interleaved_round(
             for name in order:
                 view, _, state = variants[name]
                 if state is not None:
-                    tokens._authenticator = state
+                    use_authenticator(state)
                 request = requests[name][i]
                 start = clock()
                 response = view(request)
@@ -156,7 +161,7 @@ def main() -> int:
     from rest_framework_simplejwt.authentication import JWTAuthentication
     from rest_framework_simplejwt.tokens import AccessToken
 
-    from keyrunes_django import cache, tokens
+    from keyrunes_django import cache
     from keyrunes_django.cache import CacheEntry, LocalCache
     from keyrunes_django.conf import keyrunes_settings
     from keyrunes_django.drf.authentication import KeyrunesTokenAuthentication
@@ -218,11 +223,8 @@ def main() -> int:
         remote_state = TokenAuthenticator()
         remote_state.mode = "remote"
 
-        def use(state: TokenAuthenticator) -> None:
-            tokens._authenticator = state
-
         for state in (local_state, remote_state):
-            use(state)
+            use_authenticator(state)
             for token in warm_tokens:
                 response = keyrunes_view(header_request("Bearer " + token))
                 assert response.status_code == 200, response.status_code
@@ -256,12 +258,12 @@ def main() -> int:
                 samples[name].append(cost)
 
         # Cold: a token never seen before -> /api/me over loopback, then the mirror.
-        use(remote_state)
+        use_authenticator(remote_state)
         cold_headers = ["Bearer " + fresh_token(i) for i in range(args.cold)]
         cold = timed_batch(keyrunes_view, lambda i: header_request(cold_headers[i]), args.cold)
 
         # Cold, local mode: a returning (already mirrored) user's new token.
-        use(local_state)
+        use_authenticator(local_state)
         local_cold_headers = ["Bearer " + fresh_token(i) for i in range(args.cold)]
         cold_local = timed_batch(
             keyrunes_view, lambda i: header_request(local_cold_headers[i]), args.cold
@@ -271,7 +273,7 @@ def main() -> int:
         def count_calls(threads: int) -> int:
             state = TokenAuthenticator()
             state.mode = "remote"
-            use(state)
+            use_authenticator(state)
             caches["default"].clear()
             headers = ["Bearer " + fresh_token(i) for i in range(DISTINCT_TOKENS)]
             emulator.reset_counters()

@@ -634,8 +634,8 @@ class VerificationCache:
             if shared:
                 # A peer may have answered and let go of the lock between this
                 # process's miss and its taking the lock.
-                record = self.shared.get(kind, digest)
-                if record is not None and record.is_fresh(clock.now()):
+                record = self._peer_answer(kind, digest)
+                if record is not None:
                     if remember:
                         self.local.set(key, record)
                     return record
@@ -649,9 +649,16 @@ class VerificationCache:
         deadline = time.monotonic() + FLEET_WAIT
         while time.monotonic() < deadline:
             time.sleep(FLEET_POLL)
-            record = self.shared.get(kind, digest)
-            if record is not None and record.is_fresh(clock.now()):
+            record = self._peer_answer(kind, digest)
+            if record is not None:
                 return record
+        return None
+
+    def _peer_answer(self, kind: str, digest: str) -> CacheEntry | None:
+        """A fresh answer another process wrote to the shared cache, if any."""
+        record = self.shared.get(kind, digest)
+        if record is not None and record.is_fresh(clock.now()):
+            return record
         return None
 
     def _compute(

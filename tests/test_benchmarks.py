@@ -137,3 +137,22 @@ class TestOpenLoopPool:
         # The two shared connections never waited on them.
         assert known["requests"] > 10 * new["requests"]
         assert known["p99"] < 1.0
+
+
+def test_fault_table_states_the_share_and_cap_it_ran_with(report: Any, capsys: Any) -> None:
+    pool = {"rps": 10.0, "statuses": {"200": 5}, "p50": 0.01, "p99": 0.02}
+    phase = {"pools": {"known": pool, "new": pool}, "worker_timeouts": 0}
+    scenario = {
+        "name": "outage",
+        "new_rate": 3.0,
+        "new_share": 0.05,
+        "before": phase,
+        "during": phase,
+        "after": phase,
+        "tracebacks": 0,
+        "log": "server.log",
+    }
+    report.faults_table({"gunicorn": {"faults": [scenario]}})
+    header = capsys.readouterr().out
+    assert "at 5% of the known tokens' pace" in header
+    assert "skipped past 64 in flight" in header

@@ -145,6 +145,22 @@ def test_a_peer_answering_just_before_the_lock_is_taken_is_used(
     assert late.shared.acquire("token", "z")
 
 
+def test_a_record_nobody_signed_is_no_peer_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Something written under the credential's key between the miss and the lock is ignored."""
+    late = make_cache()
+    remote = Remote()
+    real_acquire = late.shared.acquire
+
+    def acquire_after_a_forgery(kind: str, digest: str) -> bool:
+        key = late.shared.key(kind, digest)
+        caches["default"].set(key, {"value": "forged", "fresh_until": 10**12}, 60)
+        return real_acquire(kind, digest)
+
+    monkeypatch.setattr(late.shared, "acquire", acquire_after_a_forgery)
+    assert late.lookup("token", "f", remote, shared=True).value == IDENTITY
+    assert remote.calls == 1
+
+
 def test_a_waiting_process_asks_itself_after_fleet_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     import keyrunes_django.cache as cache_module
 

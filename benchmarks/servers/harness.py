@@ -360,6 +360,7 @@ class Bench:
         return {
             "name": name,
             "new_rate": rate,
+            "new_share": NEW_TOKEN_SHARE,
             "before": before,
             "during": during,
             "after": after,

@@ -191,12 +191,15 @@ def faults_table(results: dict[str, Any]) -> None:
     ]
     if not rows:
         return
+    from loadgen import PACED_IN_FLIGHT
+
+    share = next(sc["new_share"] for res in results.values() for sc in res.get("faults", []))
     table(
         "Keyrunes down or slow, remote mode: known tokens (Zipf over 200) on 8 connections;"
-        " never-seen tokens open-loop,\neach on its own connection, at 2 % of the known tokens'"
-        " pace alone (new req/s)\n"
+        f" never-seen tokens open-loop,\neach on its own connection, at {share:.0%} of the known"
+        " tokens' pace alone (new req/s)\n"
         "(statuses: 2xx/401/503/500/other, other = connection errors, client timeouts and"
-        " arrivals skipped past 64 in flight)",
+        f" arrivals skipped past {PACED_IN_FLIGHT} in flight)",
         [
             "server",
             "scenario",
